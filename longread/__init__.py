@@ -1,0 +1,2 @@
+"""longread: long-document reading comprehension."""
+__version__ = "0.1.0"
