@@ -1,0 +1,140 @@
+"""Import Hugging Face BERT-family checkpoints (BERT, MiniLM, RoBERTa, Longformer; bare encoders
+or ``*ForQuestionAnswering``) into ``LongReaderModel``: a config translation and a rename table.
+
+Loading is local-first: a directory with ``config.json`` and ``model.safetensors`` (or
+``pytorch_model.bin``). A hub name is passed to ``huggingface_hub`` only when it is not a
+local path, so offline use never touches the network.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Dict, Tuple
+
+import torch
+
+from .errors import CheckpointError
+from .model import EncoderConfig, LongReaderModel
+
+SUPPORTED = ("bert", "roberta", "longformer")
+_PREFIXES = ("bert.", "roberta.", "longformer.")
+
+# HF name (after the model prefix) -> ours
+_RENAMES = [
+    (r"^embeddings\.word_embeddings\.", "embed.word."),
+    (r"^embeddings\.position_embeddings\.", "embed.position."),
+    (r"^embeddings\.token_type_embeddings\.", "embed.token_type."),
+    (r"^embeddings\.LayerNorm\.", "embed.norm."),
+    (r"^encoder\.layer\.(\d+)\.attention\.self\.query\.", r"layers.\1.attn.q."),
+    (r"^encoder\.layer\.(\d+)\.attention\.self\.key\.", r"layers.\1.attn.k."),
+    (r"^encoder\.layer\.(\d+)\.attention\.self\.value\.", r"layers.\1.attn.v."),
+    (r"^encoder\.layer\.(\d+)\.attention\.self\.query_global\.", r"layers.\1.attn.q_global."),
+    (r"^encoder\.layer\.(\d+)\.attention\.self\.key_global\.", r"layers.\1.attn.k_global."),
+    (r"^encoder\.layer\.(\d+)\.attention\.self\.value_global\.", r"layers.\1.attn.v_global."),
+    (r"^encoder\.layer\.(\d+)\.attention\.output\.dense\.", r"layers.\1.attn.out."),
+    (r"^encoder\.layer\.(\d+)\.attention\.output\.LayerNorm\.", r"layers.\1.attn.norm."),
+    (r"^encoder\.layer\.(\d+)\.intermediate\.dense\.", r"layers.\1.mlp.up."),
+    (r"^encoder\.layer\.(\d+)\.output\.dense\.", r"layers.\1.mlp.down."),
+    (r"^encoder\.layer\.(\d+)\.output\.LayerNorm\.", r"layers.\1.mlp.norm."),
+    (r"^qa_outputs\.", "qa_head."),
+]
+_IGNORED = re.compile(r"(^pooler\.|position_ids$|^lm_head\.|^cls\.|^classifier\.)")
+
+
+def config_from_hf(hf: dict, **overrides) -> EncoderConfig:
+    """Translate a Hugging Face config dict to an EncoderConfig."""
+    model_type = hf.get("model_type")
+    if model_type not in SUPPORTED:
+        raise CheckpointError(f"model_type {model_type!r} is not supported; longread imports {SUPPORTED}")
+    if hf.get("position_embedding_type", "absolute") != "absolute":
+        raise CheckpointError("only absolute position embeddings are supported, got "
+                              f"{hf.get('position_embedding_type')!r}")
+    if hf.get("hidden_act", "gelu") != "gelu":
+        raise CheckpointError(f"hidden_act {hf.get('hidden_act')!r} is not supported (gelu only)")
+    pad = hf.get("pad_token_id", 0) or 0
+    kwargs = dict(
+        model_type=model_type, vocab_size=hf["vocab_size"], hidden_size=hf["hidden_size"],
+        num_hidden_layers=hf["num_hidden_layers"], num_attention_heads=hf["num_attention_heads"],
+        intermediate_size=hf["intermediate_size"], max_position_embeddings=hf["max_position_embeddings"],
+        type_vocab_size=hf.get("type_vocab_size", 2), layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
+        hidden_dropout_prob=hf.get("hidden_dropout_prob", 0.1), pad_token_id=pad,
+        position_offset=pad + 1 if model_type in ("roberta", "longformer") else 0,
+    )
+    if model_type == "longformer":
+        windows = hf["attention_window"]
+        windows = windows if isinstance(windows, list) else [windows] * hf["num_hidden_layers"]
+        if len(set(windows)) != 1:
+            raise CheckpointError(f"per-layer attention windows {windows} are not supported; "
+                                  "longread uses one window for all layers")
+        kwargs.update(attention_window=(windows[0] // 2, windows[0] // 2), global_projections=True)
+    kwargs.update(overrides)
+    return EncoderConfig(**kwargs)
+
+
+def convert_state_dict(hf_state: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], list]:
+    """Rename HF weights to ours. Returns (state dict, names that were not recognised)."""
+    out, unknown = {}, []
+    for name, tensor in hf_state.items():
+        short = name
+        for prefix in _PREFIXES:
+            if short.startswith(prefix):
+                short = short[len(prefix):]
+                break
+        if _IGNORED.search(short):
+            continue
+        for pattern, repl in _RENAMES:
+            if re.match(pattern, short):
+                out[re.sub(pattern, repl, short)] = tensor
+                break
+        else:
+            unknown.append(name)
+    return out, unknown
+
+
+def _read_state(path: Path) -> Dict[str, torch.Tensor]:
+    if (path / "model.safetensors").exists():
+        from safetensors.torch import load_file
+
+        return load_file(str(path / "model.safetensors"))
+    if (path / "pytorch_model.bin").exists():
+        return torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    raise CheckpointError(f"{path} has no model.safetensors or pytorch_model.bin")
+
+
+def resolve_path(name_or_path: str) -> Path:
+    """A local directory as is; otherwise a hub name downloaded with huggingface_hub."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise CheckpointError(f"{name_or_path} is a file; pass the checkpoint's directory")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(name_or_path, allow_patterns=["*.json", "*.safetensors", "*.bin", "*.txt",
+                                                                     "*.model", "merges.txt"]))
+    except Exception as exc:  # network errors, unknown repos, offline mode
+        raise CheckpointError(f"{name_or_path!r} is not a local directory and could not be fetched from the "
+                              f"Hugging Face hub ({type(exc).__name__}: {exc}). Pass a local checkpoint "
+                              "directory, or connect to the internet.") from exc
+
+
+def load_hf_model(path: Path, **config_overrides) -> Tuple[LongReaderModel, dict]:
+    """Build a LongReaderModel from a Hugging Face checkpoint directory. Returns (model, hf config)."""
+    with open(path / "config.json") as f:
+        hf_cfg = json.load(f)
+    cfg = config_from_hf(hf_cfg, **config_overrides)
+    model = LongReaderModel(cfg)
+    state, unknown = convert_state_dict(_read_state(path))
+    if unknown:
+        raise CheckpointError(f"unrecognised weights in {path}: {unknown[:8]}{' ...' if len(unknown) > 8 else ''}")
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    # a bare encoder has no QA head; the chunk signal and Longformer-only weights are new
+    allowed_missing = re.compile(r"^(qa_head\.|embed\.chunk_proj\.)")
+    really_missing = [m for m in missing if not allowed_missing.match(m)]
+    if really_missing or unexpected:
+        raise CheckpointError(f"checkpoint {path} does not fit the {cfg.model_type} architecture: "
+                              f"missing {really_missing[:8]}, unexpected {unexpected[:8]}")
+    model.has_trained_head = not any(m.startswith("qa_head.") for m in missing)
+    return model, hf_cfg

@@ -1,0 +1,33 @@
+"""Typed errors: each says what was wrong and what to do about it."""
+
+
+class LongreadError(Exception):
+    """Base class of every error longread raises on purpose."""
+
+
+class EmptyDocumentError(LongreadError, ValueError):
+    """The document has no readable text."""
+
+
+class EmptyQuestionError(LongreadError, ValueError):
+    """The question is empty or only whitespace."""
+
+
+class QuestionTooLongError(LongreadError, ValueError):
+    """The question has more tokens than the model's question budget."""
+
+
+class DocumentReadError(LongreadError, OSError):
+    """A document path that does not exist, cannot be read, or has an unsupported format."""
+
+
+class DocumentTooLargeError(LongreadError, MemoryError):
+    """The document does not fit the device; the message says how much memory it needs."""
+
+
+class DeviceUnavailableError(LongreadError, RuntimeError):
+    """A device was requested that this machine does not have (e.g. CUDA without a GPU)."""
+
+
+class CheckpointError(LongreadError, ValueError):
+    """A checkpoint that cannot be found, read or mapped onto the engine."""

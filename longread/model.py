@@ -1,0 +1,219 @@
+"""The encoder and span head: a BERT-family transformer whose every self-attention is
+``longread.kernels.sliding_window_attention`` (no dense N x N attention anywhere).
+
+Layout of one input (built by ``longread.layout``)::
+
+    [CLS] question [SEP] | S_1 S_2 ... S_C | chunk_1 tokens | chunk_2 tokens | ... | chunk_C tokens
+    '---- global -------' '--- global ----' '------------- sliding window ---------------------'
+
+The first ``num_global`` positions (question, then one summary token per chunk) are global.
+Positions restart in every chunk (so a 512-position checkpoint reads any length); a chunk-level
+signal (sinusoidal chunk index through a zero-initialised projection) tells chunks apart.
+
+``question_free_layers = k`` splits the stack: layers ``< k`` run on the document alone
+(summaries + chunks, the question encoded on its own), so their output can be cached and reused
+for every further question; layers ``>= k`` run on question + document together.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from einops import rearrange
+
+from longread.kernels import sliding_window_attention
+
+
+@dataclass
+class EncoderConfig:
+    model_type: str = "bert"
+    vocab_size: int = 30522
+    hidden_size: int = 384
+    num_hidden_layers: int = 6
+    num_attention_heads: int = 12
+    intermediate_size: int = 1536
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    layer_norm_eps: float = 1e-12
+    hidden_dropout_prob: float = 0.1
+    pad_token_id: int = 0
+    position_offset: int = 0             # RoBERTa/Longformer position ids start at padding_idx + 1
+    attention_window: Tuple[int, int] = (128, 128)   # (left, right) keys each token sees
+    global_projections: bool = False     # Longformer: separate q/k/v projections for global rows
+    question_free_layers: int = 0        # lower layers that never see the question (cacheable)
+    chunk_signal: bool = True            # chunk-index signal added to the embeddings
+    gradient_checkpointing: bool = False
+
+    def __post_init__(self):
+        self.attention_window = tuple(self.attention_window)
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of "
+                             f"num_attention_heads {self.num_attention_heads}")
+        if not 0 <= self.question_free_layers <= self.num_hidden_layers:
+            raise ValueError(f"question_free_layers must be in [0, {self.num_hidden_layers}]")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class QAOutput:
+    start_logits: torch.Tensor           # (B, N)
+    end_logits: torch.Tensor             # (B, N)
+    hidden_states: Optional[torch.Tensor] = None     # (B, N, hidden)
+
+
+def chunk_sinusoid(chunk_ids: torch.Tensor, dim: int) -> torch.Tensor:
+    """(B, N) int chunk index -> (B, N, dim) sinusoidal code (no parameters, any length)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=chunk_ids.device) / half)
+    angles = chunk_ids.clamp(min=0).float()[..., None] * freqs                 # (B, N, half)
+    code = torch.cat([angles.sin(), angles.cos()], dim=-1)
+    return F.pad(code, (0, dim - 2 * half))
+
+
+class Embeddings(nn.Module):
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        self.word = nn.Embedding(cfg.vocab_size, cfg.hidden_size, padding_idx=cfg.pad_token_id)
+        self.position = nn.Embedding(cfg.max_position_embeddings, cfg.hidden_size)
+        self.token_type = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
+        self.chunk_proj = nn.Linear(cfg.hidden_size, cfg.hidden_size, bias=False) if cfg.chunk_signal else None
+        if self.chunk_proj is not None:
+            nn.init.zeros_(self.chunk_proj.weight)      # pretrained behaviour unchanged until trained
+        self.norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.drop = nn.Dropout(cfg.hidden_dropout_prob)
+
+    def forward(self, input_ids, position_ids, token_type_ids, chunk_ids=None):
+        x = self.word(input_ids) + self.position(position_ids) + self.token_type(token_type_ids)
+        if self.chunk_proj is not None and chunk_ids is not None:
+            # question tokens carry chunk id -1: no signal
+            signal = self.chunk_proj(chunk_sinusoid(chunk_ids, x.shape[-1]).to(x.dtype))
+            x = x + signal * (chunk_ids >= 0)[..., None].to(x.dtype)
+        return self.drop(self.norm(x))                                         # (B, N, hidden)
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        h = cfg.hidden_size
+        self.n_head = cfg.num_attention_heads
+        self.q, self.k, self.v = nn.Linear(h, h), nn.Linear(h, h), nn.Linear(h, h)
+        if cfg.global_projections:
+            self.q_global, self.k_global, self.v_global = nn.Linear(h, h), nn.Linear(h, h), nn.Linear(h, h)
+        self.global_projections = cfg.global_projections
+        self.out = nn.Linear(h, h)
+        self.norm = nn.LayerNorm(h, eps=cfg.layer_norm_eps)
+        self.drop = nn.Dropout(cfg.hidden_dropout_prob)
+
+    def _heads(self, x):
+        return rearrange(x, "b n (h d) -> b h n d", h=self.n_head).contiguous()
+
+    def forward(self, x, window, num_global, key_padding_mask, backend):
+        q, k, v = self._heads(self.q(x)), self._heads(self.k(x)), self._heads(self.v(x))   # (B, H, N, D)
+        y = sliding_window_attention(q, k, v, window=window, num_global=num_global,
+                                     key_padding_mask=key_padding_mask, backend=backend)
+        if self.global_projections and num_global > 0:
+            # Longformer: global rows use their own projections over all keys (G x N, dense)
+            qg = self._heads(self.q_global(x[:, :num_global]))                  # (B, H, G, D)
+            kg, vg = self._heads(self.k_global(x)), self._heads(self.v_global(x))
+            mask = None if key_padding_mask is None else key_padding_mask[:, None, None, :]
+            yg = F.scaled_dot_product_attention(qg, kg, vg, attn_mask=mask)
+            y = torch.cat([yg, y[:, :, num_global:]], dim=2)
+        y = rearrange(y, "b h n d -> b n (h d)")
+        return self.norm(x + self.drop(self.out(y)))                           # post-LN, as BERT
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        self.up = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
+        self.down = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
+        self.norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.drop = nn.Dropout(cfg.hidden_dropout_prob)
+
+    def forward(self, x):
+        return self.norm(x + self.drop(self.down(F.gelu(self.up(x)))))
+
+
+class Layer(nn.Module):
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        self.attn = SelfAttention(cfg)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x, window, num_global, key_padding_mask, backend):
+        return self.mlp(self.attn(x, window, num_global, key_padding_mask, backend))
+
+
+class LongReaderModel(nn.Module):
+    """Encoder + span head. ``forward`` returns start/end logits for every position."""
+
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        self.config = cfg
+        self.embed = Embeddings(cfg)
+        self.layers = nn.ModuleList([Layer(cfg) for _ in range(cfg.num_hidden_layers)])
+        self.qa_head = nn.Linear(cfg.hidden_size, 2)
+        self.attention_backend: Optional[str] = None     # None = auto (triton on CUDA, torch on CPU)
+
+    def run_layers(self, x, start: int, end: int, num_global: int,
+                   key_padding_mask: Optional[torch.Tensor] = None, window=None):
+        """Layers ``[start, end)`` on hidden states x (B, N, hidden); the first num_global are global."""
+        window = tuple(window or self.config.attention_window)
+        for layer in self.layers[start:end]:
+            if self.config.gradient_checkpointing and self.training:
+                x = torch.utils.checkpoint.checkpoint(layer, x, window, num_global, key_padding_mask,
+                                                      self.attention_backend, use_reentrant=False)
+            else:
+                x = layer(x, window, num_global, key_padding_mask, self.attention_backend)
+        return x
+
+    def encode_question(self, input_ids, position_ids, token_type_ids,
+                        key_padding_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Question segment (B, Lq) through the question-free layers, attending within itself."""
+        x = self.embed(input_ids, position_ids, token_type_ids)
+        lq = x.shape[1]
+        return self.run_layers(x, 0, self.config.question_free_layers, 0, key_padding_mask, window=(lq, lq))
+
+    def encode_document(self, input_ids, position_ids, token_type_ids, chunk_ids=None, num_summaries: int = 0,
+                        key_padding_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Document segment (B, Nd) = [summaries | chunk tokens] through the question-free layers.
+        Independent of the question: the reader caches it. Returns (B, Nd, hidden)."""
+        x = self.embed(input_ids, position_ids, token_type_ids, chunk_ids)
+        return self.run_layers(x, 0, self.config.question_free_layers, num_summaries, key_padding_mask)
+
+    def read(self, question_states, doc_states, num_summaries: int = 0,
+             question_mask: Optional[torch.Tensor] = None, doc_mask: Optional[torch.Tensor] = None) -> QAOutput:
+        """Upper layers on [question | summaries | chunks]; question and summaries are global."""
+        x = torch.cat([question_states, doc_states], dim=1)                   # (B, Lq + Nd, hidden)
+        mask = None
+        if question_mask is not None or doc_mask is not None:
+            qm = question_mask if question_mask is not None else x.new_ones(question_states.shape[:2], dtype=torch.bool)
+            dm = doc_mask if doc_mask is not None else x.new_ones(doc_states.shape[:2], dtype=torch.bool)
+            mask = torch.cat([qm, dm], dim=1)
+        lq = question_states.shape[1]
+        x = self.run_layers(x, self.config.question_free_layers, len(self.layers), lq + num_summaries, mask)
+        return self.span_logits(x)
+
+    def span_logits(self, hidden: torch.Tensor) -> QAOutput:
+        logits = self.qa_head(hidden).float()                                   # (B, N, 2)
+        return QAOutput(start_logits=logits[..., 0], end_logits=logits[..., 1], hidden_states=hidden)
+
+    def forward(self, input_ids, position_ids, token_type_ids, question_len: int, num_summaries: int = 0,
+                key_padding_mask: Optional[torch.Tensor] = None, chunk_ids: Optional[torch.Tensor] = None
+                ) -> QAOutput:
+        """One packed sequence (B, N) = [question (question_len) | summaries | chunk tokens].
+        Logits cover every position; callers keep the document ones."""
+        lq = question_len
+        qm = dm = None
+        if key_padding_mask is not None:
+            qm, dm = key_padding_mask[:, :lq], key_padding_mask[:, lq:]
+        xq = self.encode_question(input_ids[:, :lq], position_ids[:, :lq], token_type_ids[:, :lq], qm)
+        xd = self.encode_document(input_ids[:, lq:], position_ids[:, lq:], token_type_ids[:, lq:],
+                                  None if chunk_ids is None else chunk_ids[:, lq:], num_summaries, dm)
+        return self.read(xq, xd, num_summaries, qm, dm)
