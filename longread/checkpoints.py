@@ -122,6 +122,10 @@ def resolve_path(name_or_path: str) -> Path:
 
 def load_hf_model(path: Path, **config_overrides) -> Tuple[LongReaderModel, dict]:
     """Build a LongReaderModel from a Hugging Face checkpoint directory. Returns (model, hf config)."""
+    path = Path(path)                        # str paths too (e.g. from a CLI argument)
+    if not (path / "config.json").is_file():
+        raise CheckpointError(f"{path} has no config.json; pass a Hugging Face checkpoint directory "
+                              "(config.json + model.safetensors or pytorch_model.bin)")
     with open(path / "config.json") as f:
         hf_cfg = json.load(f)
     cfg = config_from_hf(hf_cfg, **config_overrides)

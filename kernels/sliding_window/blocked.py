@@ -1,10 +1,15 @@
 """Memory-efficient blocked PyTorch path (the CPU default), differentiable through autograd.
 
 Queries are cut into blocks of ``block`` rows; block ``b`` reads the keys
-``[b*block - left, b*block + block - 1 + right]`` through a strided view of the padded keys
-(no copy of K/V per block), plus the ``G`` global keys. Scores are
-``(N/block) x block x (block + left + right + G)``: O(N * (window + G)) memory instead of N^2.
-Global query rows (``i < G``) are a separate dense pass over all keys: O(G * N).
+``[b*block - left, b*block + block - 1 + right]`` through a strided view of the padded keys,
+plus the ``G`` global keys in front. Each block group runs through PyTorch's fused
+``scaled_dot_product_attention`` with a boolean mask of shape ``(blocks, block, G + span)``,
+so memory is O(N * (window + G)) (the mask, in bytes) instead of N^2, and no score matrix is
+materialised by the fused kernel. Global query rows (``i < G``) are a separate dense pass
+over all keys: O(G * N).
+
+Rows with no allowed key get one extra "sink" key (k = 0, v = 0) that only they may attend:
+their output is exactly zero and their gradients stay finite.
 """
 from __future__ import annotations
 
@@ -13,21 +18,25 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-
-def _safe_softmax(scores: torch.Tensor) -> torch.Tensor:
-    """Softmax over the last dim in fp32 where all-(-inf) rows give zeros instead of NaN."""
-    scores = scores.float()
-    row_max = scores.amax(dim=-1, keepdim=True)
-    row_max = torch.where(torch.isinf(row_max), torch.zeros_like(row_max), row_max).detach()
-    p = torch.exp(scores - row_max)
-    denom = p.sum(dim=-1, keepdim=True)
-    return p / torch.where(denom == 0, torch.ones_like(denom), denom)
+# under no_grad, block groups are sized so one group's K/V copies stay near this many elements
+_GROUP_ELEMENTS = 1 << 26
 
 
 def _pick_block(left: int, right: int, seqlen: int) -> int:
-    # A block about as wide as the window keeps the wasted band corners near 1/3 of the work.
-    block = max(64, min(512, 1 << max(left + right, 1).bit_length() - 1))
+    # a block about as wide as the window keeps the wasted band corners near 1/3 of the work
+    block = max(32, min(256, 1 << max(left + right, 1).bit_length() - 1))
     return min(block, max(seqlen, 1))
+
+
+def _attend(q, k, v, allowed, scale):
+    """SDPA with a boolean mask; rows with no allowed key attend only a zero sink key.
+    q: (..., L, D), k/v: (..., S, D), allowed: broadcastable to (..., L, S)."""
+    empty = ~allowed.any(dim=-1, keepdim=True)                                    # (..., L, 1)
+    if bool(empty.any()):
+        k = torch.cat([k, k.new_zeros(k.shape[:-2] + (1, k.shape[-1]))], dim=-2)
+        v = torch.cat([v, v.new_zeros(v.shape[:-2] + (1, v.shape[-1]))], dim=-2)
+        allowed = torch.cat([allowed, empty], dim=-1)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=scale)
 
 
 def blocked_sliding_window_attention(
@@ -49,44 +58,45 @@ def blocked_sliding_window_attention(
     n_pad = nb * blk
     span = blk + left + right                                       # keys seen by one query block
 
-    # ---- band part: every query block against its key span --------------------------------
-    q_pad = F.pad(q, (0, 0, 0, n_pad - n)).view(bsz, heads, nb, blk, d)           # (B,H,nb,blk,D)
+    q_blocks = F.pad(q, (0, 0, 0, n_pad - n)).view(bsz, heads, nb, blk, d)       # (B,H,nb,blk,D)
     # keys padded by `left` in front so block b's span starts at padded index b*blk
-    k_pad = F.pad(k, (0, 0, left, n_pad - n + right))
-    v_pad = F.pad(v, (0, 0, left, n_pad - n + right))
-    k_span = k_pad.unfold(2, span, blk)                                            # (B,H,nb,D,span)
-    v_span = v_pad.unfold(2, span, blk).transpose(-1, -2)                          # (B,H,nb,span,D)
-    scores = torch.matmul(q_pad, k_span) * softmax_scale                           # (B,H,nb,blk,span)
-
-    i = torch.arange(n_pad, device=q.device).view(nb, blk, 1)                      # query index
-    j = (torch.arange(nb, device=q.device).view(nb, 1, 1) * blk - left
-         + torch.arange(span, device=q.device).view(1, 1, span))                   # key index
-    # keys < G are taken by the global part below, so the band skips them (no double count)
-    band = (j >= i - left) & (j <= i + right) & (j >= G) & (j < n)                 # (nb,blk,span)
-    band = band.expand(bsz, 1, nb, blk, span)
+    k_span = F.pad(k, (0, 0, left, n_pad - n + right)).unfold(2, span, blk).transpose(-1, -2)
+    v_span = F.pad(v, (0, 0, left, n_pad - n + right)).unfold(2, span, blk).transpose(-1, -2)
+    kvalid_span = None                                                           # (B,H,nb,span,D) views
     if key_padding_mask is not None:
-        kvalid = F.pad(key_padding_mask, (left, n_pad - n + right), value=False)
-        band = band & kvalid.unfold(1, span, blk)[:, None, :, None, :]             # (B,1,nb,blk,span)
-    scores = scores.masked_fill(~band, float("-inf"))
+        kvalid_span = F.pad(key_padding_mask, (left, n_pad - n + right), value=False).unfold(1, span, blk)
+
+    group = nb
+    if not torch.is_grad_enabled():
+        group = max(1, min(nb, _GROUP_ELEMENTS // max(1, bsz * heads * (G + span) * d)))
+    outs = []
+    for b0 in range(0, nb, group):
+        b1 = min(nb, b0 + group)
+        i = torch.arange(b0 * blk, b1 * blk, device=q.device).view(b1 - b0, blk, 1)          # query index
+        j = (torch.arange(b0, b1, device=q.device).view(-1, 1, 1) * blk - left
+             + torch.arange(span, device=q.device).view(1, 1, span))                         # key index
+        # keys < G come from the global part, so the band skips them (no double count)
+        allowed = ((j >= i - left) & (j <= i + right) & (j >= G) & (j < n))[None, None]      # (1,1,g,blk,span)
+        if kvalid_span is not None:
+            allowed = allowed & kvalid_span[:, None, b0:b1, None, :]                         # (B,1,g,blk,span)
+        ks, vs = k_span[:, :, b0:b1], v_span[:, :, b0:b1]
+        if G > 0:
+            g_allowed = torch.ones(1, 1, 1, 1, G, dtype=torch.bool, device=q.device)
+            if key_padding_mask is not None:
+                g_allowed = key_padding_mask[:, None, None, None, :G]
+            allowed = torch.cat([g_allowed.expand(*allowed.shape[:-1], G), allowed], dim=-1)
+            gk = k[:, :, None, :G].expand(bsz, heads, b1 - b0, G, d)
+            gv = v[:, :, None, :G].expand(bsz, heads, b1 - b0, G, d)
+            ks, vs = torch.cat([gk, ks], dim=-2), torch.cat([gv, vs], dim=-2)
+        outs.append(_attend(q_blocks[:, :, b0:b1], ks, vs, allowed, softmax_scale))
+    out = torch.cat(outs, dim=2).reshape(bsz, heads, n_pad, d)[:, :, :n]
 
     if G > 0:
-        g_scores = torch.matmul(q_pad, k[:, :, None, :G].transpose(-1, -2)) * softmax_scale
-        if key_padding_mask is not None:                                           # (B,H,nb,blk,G)
-            g_valid = key_padding_mask[:, None, None, None, :G]
-            g_scores = g_scores.masked_fill(~g_valid, float("-inf"))
-        p = _safe_softmax(torch.cat([g_scores, scores], dim=-1))
-        p_g, p_band = p[..., :G], p[..., G:]
-        out = torch.matmul(p_band.to(v.dtype), v_span) + torch.matmul(p_g.to(v.dtype), v[:, :, None, :G])
-    else:
-        out = torch.matmul(_safe_softmax(scores).to(v.dtype), v_span)
-    out = out.reshape(bsz, heads, n_pad, d)[:, :, :n]
-
-    # ---- global query rows: dense over all keys ---------------------------------------------
-    if G > 0:
-        g_rows = torch.matmul(q[:, :, :G], k.transpose(-1, -2)) * softmax_scale     # (B,H,G,N)
+        # global query rows: dense over all keys
+        g_allowed = torch.ones(1, 1, 1, n, dtype=torch.bool, device=q.device)
         if key_padding_mask is not None:
-            g_rows = g_rows.masked_fill(~key_padding_mask[:, None, None, :], float("-inf"))
-        g_out = torch.matmul(_safe_softmax(g_rows).to(v.dtype), v)
+            g_allowed = key_padding_mask[:, None, None, :]
+        g_out = _attend(q[:, :, :G], k, v, g_allowed.expand(g_allowed.shape[0], 1, G, n), softmax_scale)
         out = torch.cat([g_out, out[:, :, G:]], dim=2)
 
     if key_padding_mask is not None:

