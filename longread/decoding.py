@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import List
 
 import torch
+import torch.nn.functional as F
 
 
 @dataclass
@@ -23,7 +24,8 @@ def best_spans(start_logits: torch.Tensor, end_logits: torch.Tensor, top_k: int 
                max_answer_tokens: int = 30, temperature: float = 1.0, candidates: int = 32) -> List[Span]:
     """start_logits, end_logits: (n,) over document tokens. Returns up to top_k spans, best first,
     with ``0 <= end - start < max_answer_tokens``; a span overlapping a better one is skipped, so
-    alternatives are distinct places. Cost O(candidates * max_answer_tokens)."""
+    alternatives are distinct places. Cost O(n * max_answer_tokens) (a sliding max) plus
+    O(candidates * max_answer_tokens)."""
     n = start_logits.shape[0]
     if n == 0:
         return []
@@ -35,8 +37,13 @@ def best_spans(start_logits: torch.Tensor, end_logits: torch.Tensor, top_k: int 
     # best end for each top start, and best start for each top end
     starts = torch.topk(ls, k).indices                                           # (k,)
     ends = torch.topk(le, k).indices
+    # ends ranked by their best joint score (best start within reach: a sliding max), so the best
+    # span is a candidate even when its start and its end are each outside the top k
+    reach = F.pad(ls, (width - 1, 0), value=float("-inf")).unfold(0, width, 1)   # (n, width)
+    joint_ends = torch.topk(reach.max(dim=1).values + le, k).indices
+    ends = torch.cat([ends, joint_ends])
     cand_s = torch.cat([starts[:, None].expand(k, width), (ends[:, None] - offs).clamp(min=0)])
-    cand_e = torch.cat([(starts[:, None] + offs).clamp(max=n - 1), ends[:, None].expand(k, width)])
+    cand_e = torch.cat([(starts[:, None] + offs).clamp(max=n - 1), ends[:, None].expand(2 * k, width)])
     valid = (cand_e >= cand_s) & (cand_e - cand_s < max_answer_tokens)
     scores = torch.where(valid, ls[cand_s] + le[cand_e], torch.full_like(ls[cand_s], float("-inf")))
     flat = scores.flatten()

@@ -47,6 +47,7 @@ class TokenizedDocument:
     input_ids: np.ndarray      # (n,) int64, no special tokens
     offsets: np.ndarray        # (n, 2) char offsets into the document text
     chunk_starts: np.ndarray   # (C + 1,) token index where each chunk starts, then n
+    sentence_starts: np.ndarray  # token indices where a sentence or paragraph begins
 
     @property
     def num_tokens(self) -> int:
@@ -66,7 +67,7 @@ def tokenize_document(text: str, tokenizer, cfg: LayoutConfig) -> TokenizedDocum
     bounds = np.fromiter((m.end() for m in _BOUNDARY.finditer(text)), dtype=np.int64)
     # token index of the first token starting at or after each boundary
     sentence_starts = np.unique(np.searchsorted(offsets[:, 0], bounds)) if len(ids) else np.zeros(0, np.int64)
-    return TokenizedDocument(ids, offsets, chunk_token_starts(len(ids), sentence_starts, cfg))
+    return TokenizedDocument(ids, offsets, chunk_token_starts(len(ids), sentence_starts, cfg), sentence_starts)
 
 
 def chunk_token_starts(n: int, sentence_starts: np.ndarray, cfg: LayoutConfig) -> np.ndarray:
@@ -129,6 +130,9 @@ def question_inputs(question: str, tokenizer, cfg: LayoutConfig) -> QuestionInpu
         raise EmptyQuestionError("the question is empty; ask something about the document")
     ids = tokenizer(question, add_special_tokens=True, return_attention_mask=False,
                     return_token_type_ids=False, verbose=False)["input_ids"]
+    if len(ids) <= tokenizer.num_special_tokens_to_add(pair=False):
+        raise EmptyQuestionError("the question has no readable tokens (only control or format characters); "
+                                 "ask something about the document")
     if len(ids) > cfg.max_question_tokens:
         raise QuestionTooLongError(
             f"the question has {len(ids)} tokens; this model takes at most {cfg.max_question_tokens} "

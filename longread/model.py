@@ -28,6 +28,9 @@ from einops import rearrange
 from longread.kernels import sliding_window_attention
 
 
+MLP_SLICE = 1 << 15      # tokens per MLP slice at inference
+
+
 @dataclass
 class EncoderConfig:
     model_type: str = "bert"
@@ -137,6 +140,9 @@ class MLP(nn.Module):
         self.drop = nn.Dropout(cfg.hidden_dropout_prob)
 
     def forward(self, x):
+        if not torch.is_grad_enabled() and x.shape[1] > MLP_SLICE:
+            # inference on long inputs: the 4x-wide intermediate is made one slice at a time
+            return torch.cat([self(x[:, i:i + MLP_SLICE]) for i in range(0, x.shape[1], MLP_SLICE)], dim=1)
         return self.norm(x + self.drop(self.down(F.gelu(self.up(x)))))
 
 

