@@ -134,8 +134,8 @@ def load_hf_model(path: Path, **config_overrides) -> Tuple[LongReaderModel, dict
     if unknown:
         raise CheckpointError(f"unrecognised weights in {path}: {unknown[:8]}{' ...' if len(unknown) > 8 else ''}")
     missing, unexpected = model.load_state_dict(state, strict=False)
-    # a bare encoder has no QA head; the chunk signal and Longformer-only weights are new
-    allowed_missing = re.compile(r"^(qa_head\.|embed\.chunk_proj\.)")
+    # a bare encoder has no QA head; the summaries' chunk signal is new
+    allowed_missing = re.compile(r"^(qa_head\.|summaries\.)")
     really_missing = [m for m in missing if not allowed_missing.match(m)]
     if really_missing or unexpected:
         raise CheckpointError(f"checkpoint {path} does not fit the {cfg.model_type} architecture: "

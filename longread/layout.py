@@ -3,12 +3,12 @@
 The document is tokenized once (character offsets kept), cut into sentence/paragraph-aware
 chunks of at most ``chunk_size`` tokens, and laid out as::
 
-    question segment:  [CLS] q_1 .. q_m [SEP]                 positions 0..m+1, type 0
-    document segment:  S_1 .. S_C  chunk_1 .. chunk_C          summaries: position 0; chunk
-                                                               tokens: q_budget + index in chunk
+    question segment:  [CLS] q_1 .. q_m [SEP]      positions 0..m+1, type 0
+    document segment:  chunk_1 .. chunk_C          positions q_budget + index in chunk, type 1
 
-Document positions do not depend on the question (they start after a fixed question budget),
-so the document segment and its question-free layers can be cached across questions.
+(the model adds one summary per chunk between the two). Document positions do not depend on
+the question (they start after a fixed question budget), so the document segment and its
+question-free layers can be cached across questions.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ class LayoutConfig:
     chunk_size: int = 256               # max tokens per chunk
     min_chunk_fraction: float = 0.5     # cut at a sentence end only past this fraction of chunk_size
     max_question_tokens: int = 96       # question budget, [CLS] and [SEP] included
-    summary_tokens: bool = True         # one global summary token per chunk
+    summary_tokens: bool = True         # one global summary per chunk in the question-aware layers
     position_offset: int = 0            # checkpoint's first position id (RoBERTa: 2)
     doc_token_type: int = 1             # 0 for checkpoints with a single token type
     max_position_embeddings: int = 512
@@ -88,32 +88,23 @@ def chunk_token_starts(n: int, sentence_starts: np.ndarray, cfg: LayoutConfig) -
 
 @dataclass
 class DocumentInputs:
-    """Model input for one document segment (batch of 1): [summaries | chunk tokens]."""
-    input_ids: torch.Tensor        # (1, Nd)
-    position_ids: torch.Tensor     # (1, Nd)
-    token_type_ids: torch.Tensor   # (1, Nd)
-    chunk_ids: torch.Tensor        # (1, Nd)
-    num_summaries: int
+    """Model input for one document (batch of 1): its tokens, each with its chunk."""
+    input_ids: torch.Tensor        # (1, n)
+    position_ids: torch.Tensor     # (1, n): q_budget + index within the chunk
+    token_type_ids: torch.Tensor   # (1, n)
+    chunk_ids: torch.Tensor        # (1, n)
+    num_chunks: int                # summaries the reader adds (0 when summary_tokens is off)
     token_chunk: np.ndarray        # (n,) chunk index of each document token
 
-    @property
-    def doc_offset(self) -> int:
-        """Index of the first document token in the segment."""
-        return self.num_summaries
 
-
-def document_inputs(tok: TokenizedDocument, cls_id: int, cfg: LayoutConfig) -> DocumentInputs:
+def document_inputs(tok: TokenizedDocument, cfg: LayoutConfig) -> DocumentInputs:
     n, c = tok.num_tokens, tok.num_chunks
     token_chunk = np.repeat(np.arange(c), np.diff(tok.chunk_starts))                  # (n,)
     in_chunk = np.arange(n) - tok.chunk_starts[token_chunk]                             # (n,)
-    s = c if cfg.summary_tokens else 0
-    base = cfg.position_offset + cfg.max_question_tokens
-    ids = np.concatenate([np.full(s, cls_id), tok.input_ids])
-    pos = np.concatenate([np.full(s, cfg.position_offset), base + in_chunk])
-    chunk = np.concatenate([np.arange(s), token_chunk])
+    pos = cfg.position_offset + cfg.max_question_tokens + in_chunk
     t = lambda a: torch.as_tensor(a, dtype=torch.long)[None]  # noqa: E731
-    return DocumentInputs(t(ids), t(pos), torch.full((1, s + n), cfg.doc_token_type, dtype=torch.long),
-                          t(chunk), s, token_chunk)
+    return DocumentInputs(t(tok.input_ids), t(pos), torch.full((1, n), cfg.doc_token_type, dtype=torch.long),
+                          t(token_chunk), c if cfg.summary_tokens else 0, token_chunk)
 
 
 @dataclass

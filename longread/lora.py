@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 DEFAULT_TARGETS = r"layers\.\d+\.(attn\.(q|k|v|out)|mlp\.(up|down))$"
 # trained in full and shipped as whole tensors (small)
-FULL_TRAIN = r"^(qa_head\.|embed\.chunk_proj\.)"
+FULL_TRAIN = r"^(qa_head\.|summaries\.)"
 
 
 class LoRALinear(nn.Module):

@@ -1,18 +1,18 @@
 """The encoder and span head: a BERT-family transformer whose every self-attention is
 ``longread.kernels.sliding_window_attention`` (no dense N x N attention anywhere).
 
-Layout of one input (built by ``longread.layout``)::
+Two stages, split at ``question_free_layers = k``::
 
-    [CLS] question [SEP] | S_1 S_2 ... S_C | chunk_1 tokens | chunk_2 tokens | ... | chunk_C tokens
-    '---- global -------' '--- global ----' '------------- sliding window ---------------------'
+    layers < k   (document only, cacheable):  chunk tokens, sliding window, no global tokens
+                 (positions restart in every chunk, so a 512-position checkpoint reads any length)
+    at layer k:  one summary per chunk = mean of its tokens' states + a chunk-index signal
+    layers >= k  (question-aware):  [CLS] question [SEP] | S_1 .. S_C | chunk tokens
+                                    '------ global ------'-- global --'-- sliding window --'
 
-The first ``num_global`` positions (question, then one summary token per chunk) are global.
-Positions restart in every chunk (so a 512-position checkpoint reads any length); a chunk-level
-signal (sinusoidal chunk index through a zero-initialised projection) tells chunks apart.
-
-``question_free_layers = k`` splits the stack: layers ``< k`` run on the document alone
-(summaries + chunks, the question encoded on its own), so their output can be cached and reused
-for every further question; layers ``>= k`` run on question + document together.
+so every token sees the question and a route to every other chunk, and the summaries see
+each other. The lower stage never sees the question: its output is cached per document and
+reused for every further question. ``k = 0`` is a plain Longformer-style encoder (checkpoint
+parity with Hugging Face).
 """
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ class EncoderConfig:
     attention_window: Tuple[int, int] = (128, 128)   # (left, right) keys each token sees
     global_projections: bool = False     # Longformer: separate q/k/v projections for global rows
     question_free_layers: int = 0        # lower layers that never see the question (cacheable)
-    chunk_signal: bool = True            # chunk-index signal added to the embeddings
+    chunk_signal: bool = True            # chunk-index signal added to the summary tokens
     gradient_checkpointing: bool = False
 
     def __post_init__(self):
@@ -85,19 +85,38 @@ class Embeddings(nn.Module):
         self.word = nn.Embedding(cfg.vocab_size, cfg.hidden_size, padding_idx=cfg.pad_token_id)
         self.position = nn.Embedding(cfg.max_position_embeddings, cfg.hidden_size)
         self.token_type = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
-        self.chunk_proj = nn.Linear(cfg.hidden_size, cfg.hidden_size, bias=False) if cfg.chunk_signal else None
-        if self.chunk_proj is not None:
-            nn.init.zeros_(self.chunk_proj.weight)      # pretrained behaviour unchanged until trained
         self.norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.drop = nn.Dropout(cfg.hidden_dropout_prob)
 
-    def forward(self, input_ids, position_ids, token_type_ids, chunk_ids=None):
+    def forward(self, input_ids, position_ids, token_type_ids):
         x = self.word(input_ids) + self.position(position_ids) + self.token_type(token_type_ids)
-        if self.chunk_proj is not None and chunk_ids is not None:
-            # question tokens carry chunk id -1: no signal
-            signal = self.chunk_proj(chunk_sinusoid(chunk_ids, x.shape[-1]).to(x.dtype))
-            x = x + signal * (chunk_ids >= 0)[..., None].to(x.dtype)
         return self.drop(self.norm(x))                                         # (B, N, hidden)
+
+
+class Summaries(nn.Module):
+    """One summary per chunk: the mean of the chunk's token states plus a chunk-index signal
+    (sinusoid through a zero-initialised projection, so untrained it adds nothing)."""
+
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        self.chunk_proj = nn.Linear(cfg.hidden_size, cfg.hidden_size, bias=False) if cfg.chunk_signal else None
+        if self.chunk_proj is not None:
+            nn.init.zeros_(self.chunk_proj.weight)
+
+    def forward(self, states, chunk_ids, num_chunks: int, doc_mask: Optional[torch.Tensor] = None):
+        """states (B, N, hidden), chunk_ids (B, N) in [0, num_chunks) for real tokens.
+        Returns summaries (B, C, hidden) and their mask (B, C): True where the chunk has tokens."""
+        bsz, n, hidden = states.shape
+        real = (chunk_ids >= 0) if doc_mask is None else (doc_mask & (chunk_ids >= 0))        # (B, N)
+        idx = chunk_ids.clamp(min=0) + num_chunks * torch.arange(bsz, device=states.device)[:, None]
+        w = real.to(states.dtype)
+        sums = states.new_zeros(bsz * num_chunks, hidden).index_add_(0, idx.flatten(), (states * w[..., None]).flatten(0, 1))
+        counts = states.new_zeros(bsz * num_chunks).index_add_(0, idx.flatten(), w.flatten())
+        summaries = (sums / counts.clamp(min=1)[:, None]).view(bsz, num_chunks, hidden)
+        if self.chunk_proj is not None:
+            code = chunk_sinusoid(torch.arange(num_chunks, device=states.device), hidden).to(states.dtype)
+            summaries = summaries + self.chunk_proj(code)[None]
+        return summaries, (counts > 0).view(bsz, num_chunks)
 
 
 class SelfAttention(nn.Module):
@@ -157,12 +176,13 @@ class Layer(nn.Module):
 
 
 class LongReaderModel(nn.Module):
-    """Encoder + span head. ``forward`` returns start/end logits for every position."""
+    """Encoder + span head. ``forward`` returns start/end logits for every input position."""
 
     def __init__(self, cfg: EncoderConfig):
         super().__init__()
         self.config = cfg
         self.embed = Embeddings(cfg)
+        self.summaries = Summaries(cfg)
         self.layers = nn.ModuleList([Layer(cfg) for _ in range(cfg.num_hidden_layers)])
         self.qa_head = nn.Linear(cfg.hidden_size, 2)
         self.attention_backend: Optional[str] = None     # None = auto (triton on CUDA, torch on CPU)
@@ -186,40 +206,47 @@ class LongReaderModel(nn.Module):
         lq = x.shape[1]
         return self.run_layers(x, 0, self.config.question_free_layers, 0, key_padding_mask, window=(lq, lq))
 
-    def encode_document(self, input_ids, position_ids, token_type_ids, chunk_ids=None, num_summaries: int = 0,
+    def encode_document(self, input_ids, position_ids, token_type_ids,
                         key_padding_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Document segment (B, Nd) = [summaries | chunk tokens] through the question-free layers.
+        """Document tokens (B, Nd) through the question-free layers (sliding window only).
         Independent of the question: the reader caches it. Returns (B, Nd, hidden)."""
-        x = self.embed(input_ids, position_ids, token_type_ids, chunk_ids)
-        return self.run_layers(x, 0, self.config.question_free_layers, num_summaries, key_padding_mask)
+        x = self.embed(input_ids, position_ids, token_type_ids)
+        return self.run_layers(x, 0, self.config.question_free_layers, 0, key_padding_mask)
 
-    def read(self, question_states, doc_states, num_summaries: int = 0,
+    def read(self, question_states, doc_states, chunk_ids: Optional[torch.Tensor] = None, num_chunks: int = 0,
              question_mask: Optional[torch.Tensor] = None, doc_mask: Optional[torch.Tensor] = None) -> QAOutput:
-        """Upper layers on [question | summaries | chunks]; question and summaries are global."""
-        x = torch.cat([question_states, doc_states], dim=1)                   # (B, Lq + Nd, hidden)
-        mask = None
-        if question_mask is not None or doc_mask is not None:
-            qm = question_mask if question_mask is not None else x.new_ones(question_states.shape[:2], dtype=torch.bool)
-            dm = doc_mask if doc_mask is not None else x.new_ones(doc_states.shape[:2], dtype=torch.bool)
-            mask = torch.cat([qm, dm], dim=1)
-        lq = question_states.shape[1]
-        x = self.run_layers(x, self.config.question_free_layers, len(self.layers), lq + num_summaries, mask)
+        """Question-aware layers on [question | summaries | doc]; question and summaries are global.
+        ``num_chunks = 0`` adds no summaries. Logits cover [question | doc] (summaries dropped)."""
+        bsz, lq = question_states.shape[:2]
+        ones = lambda t: torch.ones(t.shape[:2], dtype=torch.bool, device=t.device)  # noqa: E731
+        parts, masks = [question_states], [question_mask if question_mask is not None else ones(question_states)]
+        if num_chunks > 0:
+            summaries, summary_mask = self.summaries(doc_states, chunk_ids, num_chunks, doc_mask)
+            parts.append(summaries)
+            masks.append(summary_mask)
+        parts.append(doc_states)
+        masks.append(doc_mask if doc_mask is not None else ones(doc_states))
+        x = torch.cat(parts, dim=1)                                             # (B, Lq + C + Nd, hidden)
+        mask = torch.cat(masks, dim=1)
+        mask = None if bool(mask.all()) else mask
+        x = self.run_layers(x, self.config.question_free_layers, len(self.layers), lq + num_chunks, mask)
+        x = torch.cat([x[:, :lq], x[:, lq + num_chunks:]], dim=1)               # drop the summaries
         return self.span_logits(x)
 
     def span_logits(self, hidden: torch.Tensor) -> QAOutput:
         logits = self.qa_head(hidden).float()                                   # (B, N, 2)
         return QAOutput(start_logits=logits[..., 0], end_logits=logits[..., 1], hidden_states=hidden)
 
-    def forward(self, input_ids, position_ids, token_type_ids, question_len: int, num_summaries: int = 0,
-                key_padding_mask: Optional[torch.Tensor] = None, chunk_ids: Optional[torch.Tensor] = None
-                ) -> QAOutput:
-        """One packed sequence (B, N) = [question (question_len) | summaries | chunk tokens].
-        Logits cover every position; callers keep the document ones."""
+    def forward(self, input_ids, position_ids, token_type_ids, question_len: int,
+                key_padding_mask: Optional[torch.Tensor] = None, chunk_ids: Optional[torch.Tensor] = None,
+                num_chunks: int = 0) -> QAOutput:
+        """One packed sequence (B, N) = [question (question_len) | document tokens].
+        ``chunk_ids`` (B, N - question_len): chunk of each document token (needed when
+        num_chunks > 0). Returns logits for every position of the packed sequence."""
         lq = question_len
         qm = dm = None
         if key_padding_mask is not None:
             qm, dm = key_padding_mask[:, :lq], key_padding_mask[:, lq:]
         xq = self.encode_question(input_ids[:, :lq], position_ids[:, :lq], token_type_ids[:, :lq], qm)
-        xd = self.encode_document(input_ids[:, lq:], position_ids[:, lq:], token_type_ids[:, lq:],
-                                  None if chunk_ids is None else chunk_ids[:, lq:], num_summaries, dm)
-        return self.read(xq, xd, num_summaries, qm, dm)
+        xd = self.encode_document(input_ids[:, lq:], position_ids[:, lq:], token_type_ids[:, lq:], dm)
+        return self.read(xq, xd, chunk_ids, num_chunks, qm, dm)

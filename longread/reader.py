@@ -60,7 +60,7 @@ class PreparedDocument:
     document: Document
     tokens: TokenizedDocument
     inputs: DocumentInputs
-    states: Optional[torch.Tensor] = None     # (1, Nd, hidden) after the question-free layers
+    states: Optional[torch.Tensor] = None     # (1, n, hidden) after the question-free layers
     states_key: Optional[tuple] = None
 
     @property
@@ -204,8 +204,7 @@ class Reader:
         tokens = tokenize_document(document.text, self.tokenizer, self.config.layout)
         if tokens.num_tokens == 0:
             raise EmptyDocumentError("the document has no readable tokens (only control or unknown characters)")
-        prepared = PreparedDocument(document, tokens,
-                                    document_inputs(tokens, self.tokenizer.cls_token_id, self.config.layout))
+        prepared = PreparedDocument(document, tokens, document_inputs(tokens, self.config.layout))
         self._cache[key] = prepared
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
@@ -228,13 +227,12 @@ class Reader:
 
     @torch.inference_mode()
     def _document_states(self, prepared: PreparedDocument) -> torch.Tensor:
-        key = (id(self.model), self.device, self.dtype)
+        key = (id(self.model), self.device, self.dtype, self.model.config.question_free_layers)
         if prepared.states is None or prepared.states_key != key:
             self._check_fits(prepared.inputs.input_ids.shape[1])
             d = prepared.inputs
             to = lambda t: t.to(self.device)  # noqa: E731
-            prepared.states = self.model.encode_document(to(d.input_ids), to(d.position_ids), to(d.token_type_ids),
-                                                         to(d.chunk_ids), d.num_summaries)
+            prepared.states = self.model.encode_document(to(d.input_ids), to(d.position_ids), to(d.token_type_ids))
             prepared.states_key = key
         return prepared.states
 
@@ -247,9 +245,10 @@ class Reader:
         to = lambda t: t.to(self.device)  # noqa: E731
         states = self._document_states(prepared)
         q_states = self.model.encode_question(to(q.input_ids), to(q.position_ids), to(q.token_type_ids))
-        out = self.model.read(q_states, states, prepared.inputs.num_summaries)
-        first = q.input_ids.shape[1] + prepared.inputs.doc_offset
-        return out.start_logits[0, first:], out.end_logits[0, first:]
+        d = prepared.inputs
+        out = self.model.read(q_states, states, to(d.chunk_ids), d.num_chunks)
+        lq = q.input_ids.shape[1]
+        return out.start_logits[0, lq:], out.end_logits[0, lq:]
 
     def answer(self, doc: DocumentInput, question: str = None, images: Optional[Sequence] = None,
                top_k: Optional[int] = None, max_answer_tokens: Optional[int] = None) -> Answer:

@@ -30,13 +30,20 @@ def _pick_block(left: int, right: int, seqlen: int) -> int:
 
 def _attend(q, k, v, allowed, scale):
     """SDPA with a boolean mask; rows with no allowed key attend only a zero sink key.
-    q: (..., L, D), k/v: (..., S, D), allowed: broadcastable to (..., L, S)."""
-    empty = ~allowed.any(dim=-1, keepdim=True)                                    # (..., L, 1)
+    q: (B, H, g, L, D), k/v: (B, H, g, S, D), allowed: (B or 1, 1, g, L, S).
+
+    Block groups are folded into the batch so SDPA sees 4-D inputs: its fused CPU kernel only
+    takes 4-D, and 5-D inputs fall back to a path that materialises every score."""
+    empty = ~allowed.any(dim=-1, keepdim=True)                                    # (., 1, g, L, 1)
     if bool(empty.any()):
         k = torch.cat([k, k.new_zeros(k.shape[:-2] + (1, k.shape[-1]))], dim=-2)
         v = torch.cat([v, v.new_zeros(v.shape[:-2] + (1, v.shape[-1]))], dim=-2)
         allowed = torch.cat([allowed, empty], dim=-1)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=scale)
+    bsz, heads, g = q.shape[:3]
+    fold = lambda t: t.transpose(1, 2).reshape(bsz * g, heads, *t.shape[-2:])  # noqa: E731
+    mask = allowed.expand(bsz, 1, g, *allowed.shape[-2:]).transpose(1, 2).reshape(bsz * g, 1, *allowed.shape[-2:])
+    out = F.scaled_dot_product_attention(fold(q), fold(k), fold(v), attn_mask=mask, scale=scale)
+    return out.reshape(bsz, g, heads, *out.shape[-2:]).transpose(1, 2)          # (B, H, g, L, D)
 
 
 def blocked_sliding_window_attention(
@@ -96,7 +103,8 @@ def blocked_sliding_window_attention(
         g_allowed = torch.ones(1, 1, 1, n, dtype=torch.bool, device=q.device)
         if key_padding_mask is not None:
             g_allowed = key_padding_mask[:, None, None, :]
-        g_out = _attend(q[:, :, :G], k, v, g_allowed.expand(g_allowed.shape[0], 1, G, n), softmax_scale)
+        g_out = _attend(q[:, :, None, :G], k[:, :, None], v[:, :, None],
+                        g_allowed[:, :, None].expand(g_allowed.shape[0], 1, 1, G, n), softmax_scale)[:, :, 0]
         out = torch.cat([g_out, out[:, :, G:]], dim=2)
 
     if key_padding_mask is not None:

@@ -69,12 +69,12 @@ def load_squad_records(path: str) -> List[QARecord]:
 class Example:
     q_ids: torch.Tensor      # (Lq,)
     q_pos: torch.Tensor
-    d_ids: torch.Tensor      # (Nd,) = summaries + doc tokens
+    d_ids: torch.Tensor      # (Nd,) document tokens
     d_pos: torch.Tensor
     d_type: torch.Tensor
     d_chunk: torch.Tensor
-    num_summaries: int
-    start: int               # answer start/end as document-token indices (no summaries)
+    num_chunks: int          # summaries the model adds (0 when summary_tokens is off)
+    start: int               # answer start/end as document-token indices
     end: int
 
 
@@ -99,10 +99,10 @@ def _window_example(tokenizer, cfg: LayoutConfig, question: str, text: str, ans_
     ss = tok.sentence_starts
     sentence_starts = ss[(ss > w0) & (ss < w1)] - w0
     win = TokenizedDocument(ids, offs[w0:w1], chunk_token_starts(len(ids), sentence_starts, cfg), sentence_starts)
-    d = document_inputs(win, tokenizer.cls_token_id, cfg)
+    d = document_inputs(win, cfg)
     q = question_inputs(question, tokenizer, cfg)
     return Example(q.input_ids[0], q.position_ids[0], d.input_ids[0], d.position_ids[0], d.token_type_ids[0],
-                   d.chunk_ids[0], d.num_summaries, s - w0, e - w0)
+                   d.chunk_ids[0], d.num_chunks, s - w0, e - w0)
 
 
 def build_examples(records: Sequence[QARecord], tokenizer, cfg: LayoutConfig, target_tokens: Sequence[int],
@@ -131,33 +131,29 @@ def build_examples(records: Sequence[QARecord], tokenizer, cfg: LayoutConfig, ta
 
 
 def collate(batch: Sequence[Example]):
-    """Pad to [question Lq | summaries C | doc tokens Nd] with a key padding mask. Returns a dict
-    of model inputs plus start/end positions in the packed sequence."""
+    """Pad to [question Lq | document Nd] with a key padding mask. Returns the model inputs plus
+    the answer's start/end positions in the packed sequence."""
     lq = max(len(ex.q_ids) for ex in batch)
-    c = max(ex.num_summaries for ex in batch)
-    nd = max(len(ex.d_ids) - ex.num_summaries for ex in batch)
-    n = lq + c + nd
-    B = len(batch)
+    nd = max(len(ex.d_ids) for ex in batch)
+    B, n = len(batch), lq + nd
     ids = torch.zeros(B, n, dtype=torch.long)
     pos = torch.zeros(B, n, dtype=torch.long)
     typ = torch.zeros(B, n, dtype=torch.long)
-    chunk = torch.full((B, n), -1, dtype=torch.long)
+    chunk = torch.full((B, nd), -1, dtype=torch.long)
     mask = torch.zeros(B, n, dtype=torch.bool)
-    doc = torch.zeros(B, n, dtype=torch.bool)                 # positions that may hold an answer
+    doc = torch.zeros(B, n, dtype=torch.bool)                 # positions that may hold the answer
     start = torch.zeros(B, dtype=torch.long)
     end = torch.zeros(B, dtype=torch.long)
     for b, ex in enumerate(batch):
-        q, s = len(ex.q_ids), ex.num_summaries
-        t = len(ex.d_ids) - s
+        q, t = len(ex.q_ids), len(ex.d_ids)
         ids[b, :q], pos[b, :q], mask[b, :q] = ex.q_ids, ex.q_pos, True
-        for dst, src in ((slice(lq, lq + s), slice(0, s)), (slice(lq + c, lq + c + t), slice(s, s + t))):
-            ids[b, dst], pos[b, dst], typ[b, dst], chunk[b, dst] = (ex.d_ids[src], ex.d_pos[src],
-                                                                     ex.d_type[src], ex.d_chunk[src])
-            mask[b, dst] = True
-        doc[b, lq + c:lq + c + t] = True
-        start[b], end[b] = lq + c + ex.start, lq + c + ex.end
+        ids[b, lq:lq + t], pos[b, lq:lq + t], typ[b, lq:lq + t] = ex.d_ids, ex.d_pos, ex.d_type
+        chunk[b, :t] = ex.d_chunk
+        mask[b, lq:lq + t] = doc[b, lq:lq + t] = True
+        start[b], end[b] = lq + ex.start, lq + ex.end
     return dict(input_ids=ids, position_ids=pos, token_type_ids=typ, chunk_ids=chunk, key_padding_mask=mask,
-                question_len=lq, num_summaries=c, answer_mask=doc, start=start, end=end)
+                question_len=lq, num_chunks=max(ex.num_chunks for ex in batch), answer_mask=doc,
+                start=start, end=end)
 
 
 def batches(examples: Sequence[Example], batch_size: int, rng: random.Random) -> Iterator[dict]:

@@ -1,8 +1,10 @@
-"""Train the offline default reader: LoRA adapters + span head + chunk signal on the MiniLM base.
+"""Train the offline default reader on the MiniLM base: the question-aware layers (in full, or
+LoRA adapters with --lora-rank), the span head and the summaries' chunk signal. The
+question-free layers stay the pretrained ones, so training never back-propagates through them.
 
     python -m longread.training.train --data-dir ../shared/data --out longread/default_model
 
-Writes ``longread_config.json`` and ``delta.safetensors`` (a few MB) that
+Writes ``longread_config.json`` and ``delta.safetensors`` (the trained tensors in fp16) that
 ``Reader.from_pretrained()`` merges into the pip-installed base checkpoint, plus a metrics log.
 Held-out articles (never the COVID-QA dev file) drive early stopping and the score temperature.
 """
@@ -12,6 +14,7 @@ import argparse
 import json
 import math
 import random
+import re
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -39,13 +42,13 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--max-minutes", type=float, default=60.0, help="stop training after this much time")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--lr", type=float, default=2e-3, help="adapters (and all weights with --full-finetune)")
-    p.add_argument("--head-lr", type=float, default=3e-2,
+    p.add_argument("--lr", type=float, default=1e-4, help="question-aware layers (or their adapters)")
+    p.add_argument("--head-lr", type=float, default=5e-3,
                    help="span head: the base's final hidden states are small (|h| ~ 0.2), so the head needs "
                         "large weights and a large step")
     p.add_argument("--warmup", type=float, default=0.06)
-    p.add_argument("--rank", type=int, default=16)
-    p.add_argument("--full-finetune", action="store_true", help="train every weight (the delta is then large)")
+    p.add_argument("--lora-rank", type=int, default=0,
+                   help="0: train the question-aware layers in full; r > 0: LoRA adapters of rank r on them")
     p.add_argument("--question-free-layers", type=int, default=3)
     p.add_argument("--window", type=int, default=128)
     p.add_argument("--chunk-size", type=int, default=256)
@@ -68,7 +71,7 @@ def span_loss(out, batch):
 def forward(model, batch, device):
     to = lambda k: batch[k].to(device)  # noqa: E731
     return model(to("input_ids"), to("position_ids"), to("token_type_ids"), batch["question_len"],
-                 batch["num_summaries"], key_padding_mask=to("key_padding_mask"), chunk_ids=to("chunk_ids"))
+                 key_padding_mask=to("key_padding_mask"), chunk_ids=to("chunk_ids"), num_chunks=batch["num_chunks"])
 
 
 @torch.no_grad()
@@ -131,11 +134,13 @@ def main(argv=None):
     nn_init.normal_(model.qa_head.weight, std=0.02)
     nn_init.zeros_(model.qa_head.bias)
     lora_scale = 1.0
-    if args.full_finetune:
-        for p in model.parameters():
-            p.requires_grad = True
+    upper = rf"layers\.([{args.question_free_layers}-9]|\d\d+)\."
+    if args.lora_rank > 0:
+        lora_scale = add_lora(model, rank=args.lora_rank, alpha=2.0 * args.lora_rank,
+                              targets=upper + r"(attn\.(q|k|v|out)|mlp\.(up|down))$")
     else:
-        lora_scale = add_lora(model, rank=args.rank, alpha=2.0 * args.rank)
+        for name, p in model.named_parameters():
+            p.requires_grad = bool(re.match(upper, name)) or name.startswith(("qa_head.", "summaries."))
     model.to(device).train()
     trainable = [p for p in model.parameters() if p.requires_grad]
     print(f"trainable parameters: {count(trainable):,} of {count(model.parameters()):,}")
@@ -234,9 +239,7 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     from safetensors.torch import save_file
 
-    if args.full_finetune:
-        best_delta = {k: v.detach().cpu().float().contiguous() for k, v in model.state_dict().items()}
-    save_file(best_delta, str(out / DELTA_NAME))
+    save_file({k: v.half().contiguous() for k, v in best_delta.items()}, str(out / DELTA_NAME))
     reader = asdict(ReaderConfig(layout=layout, temperature=temperature))
     enc = model.config.to_dict()
     enc["gradient_checkpointing"] = False

@@ -1,0 +1,296 @@
+"""EM / F1 of a longread reader on long documents.
+
+(a) COVID-QA dev: every question asked of its WHOLE article (no retrieval, no truncation).
+(b) XQuAD-en in a haystack: each question's paragraph is put at a random depth among real
+    Wikipedia lead sections (other articles than the paragraph's own) until the document reaches
+    a target length in tokens; besides EM/F1 it reports how often the predicted span lies inside
+    the inserted paragraph ("right paragraph").
+
+EM/F1 are SQuAD's (normalised text, best over the gold answers: ``longread.metrics.text_em_f1``).
+All questions of one document are asked one after the other, so from the second question on the
+reader's cached document encoding is reused (``mean s first`` vs ``mean s further``).
+
+    python eval/evaluate_qa.py                      # default reader, full run
+    python eval/evaluate_qa.py --quick              # ~1 minute smoke run
+    python eval/evaluate_qa.py --model DIR --haystack-tokens 4096 --limit 50
+
+Writes results/eval_qa.json and results/eval_qa.md (``--out``).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (DATA_DIR, PROJECT_ROOT, environment, load_reader, load_squad, load_wiki,  # noqa: E402
+                     markdown_table, norm_title, parse_dtype, reader_description, write_outputs)
+
+from longread.metrics import text_em_f1  # noqa: E402
+
+QUICK_COVID_ARTICLES = 2
+QUICK_COVID_QUESTIONS = 20
+QUICK_HAYSTACK_QUESTIONS = 10
+QUICK_HAYSTACK_TOKENS = (4096,)
+SEPARATOR = "\n\n"
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=None, help="checkpoint directory (default: the shipped default reader)")
+    p.add_argument("--covidqa", default=str(DATA_DIR / "covidqa" / "dev.json"), help="COVID-QA SQuAD JSON")
+    p.add_argument("--xquad", default=str(DATA_DIR / "xquad" / "xquad.en.json"), help="XQuAD-en SQuAD JSON")
+    p.add_argument("--wiki", default=str(DATA_DIR / "wiki" / "summaries_en.json"),
+                   help="Wikipedia lead sections used as haystack filler (dict title -> {extract, ...})")
+    p.add_argument("--haystack-tokens", default=None,
+                   help="comma-separated target document lengths in tokens (default 4096,16384,65536; "
+                        "0 = the paragraph alone, no haystack)")
+    p.add_argument("--haystack-questions", type=int, default=None,
+                   help="XQuAD questions per haystack length (default 100; whole paragraphs are drawn, "
+                        "so consecutive questions share a document)")
+    p.add_argument("--limit", type=int, default=None, help="at most this many questions per set")
+    p.add_argument("--sets", default="covidqa,haystack", help="which sets to run: covidqa, haystack")
+    p.add_argument("--quick", action="store_true",
+                   help=f"{QUICK_COVID_QUESTIONS} COVID-QA questions from the {QUICK_COVID_ARTICLES} shortest "
+                        f"articles + {QUICK_HAYSTACK_QUESTIONS} haystack questions at 4096 tokens")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None, help="cpu / cuda (default: cuda if available)")
+    p.add_argument("--dtype", default="auto", help="auto (the reader's default), float32, bfloat16")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's choice; 1 is much faster on a busy machine)")
+    p.add_argument("--out", default=str(PROJECT_ROOT / "results" / "eval_qa.json"),
+                   help="JSON output path; the markdown table goes next to it (.md)")
+    p.add_argument("--no-predictions", action="store_true", help="leave per-question records out of the JSON")
+    args = p.parse_args(argv)
+    if args.haystack_tokens is None:
+        args.haystack_tokens = ",".join(map(str, QUICK_HAYSTACK_TOKENS)) if args.quick else "4096,16384,65536"
+    args.haystack_tokens = [int(x) for x in str(args.haystack_tokens).split(",") if x.strip()]
+    if args.haystack_questions is None:
+        args.haystack_questions = QUICK_HAYSTACK_QUESTIONS if args.quick else 100
+    args.sets = [s.strip() for s in args.sets.split(",") if s.strip()]
+    unknown = set(args.sets) - {"covidqa", "haystack"}
+    if unknown:
+        p.error(f"unknown --sets {sorted(unknown)}")
+    return args
+
+
+# ----------------------------------------------------------------------------- question loop
+def ask_all(reader, jobs: List[dict], desc: str, records: List[dict]) -> None:
+    """``jobs``: one per document, ``{"text", "qas", ...extra}``; questions of a document are asked
+    consecutively (the first one pays for tokenization + document encoding)."""
+    total = sum(len(j["qas"]) for j in jobs)
+    with tqdm(total=total, desc=desc, unit="q") as bar:
+        for job in jobs:
+            for i, qa in enumerate(job["qas"]):
+                t0 = time.perf_counter()
+                ans = reader.answer(job["text"], question=qa["question"])
+                seconds = time.perf_counter() - t0
+                em, f1 = text_em_f1(ans.text, qa["answers"])
+                rec = {"id": qa["id"], "question": qa["question"], "prediction": ans.text,
+                       "answers": qa["answers"], "em": em, "f1": f1, "score": ans.score,
+                       "seconds": seconds, "first_on_document": i == 0,
+                       "doc_tokens": reader.prepare(job["text"]).num_tokens, "document": job["name"]}
+                if "needle" in job:
+                    n0, n1 = job["needle"]
+                    rec["needle_chars"] = [n0, n1]
+                    rec["depth"] = job["depth"]
+                    rec["right_paragraph"] = bool(n0 <= ans.start and ans.end <= n1)
+                records.append(rec)
+                bar.update(1)
+                bar.set_postfix(f1=f"{100 * np.mean([r['f1'] for r in records]):.1f}")
+
+
+def summarize(records: List[dict]) -> dict:
+    if not records:
+        return {"n": 0}
+    secs = np.array([r["seconds"] for r in records])
+    first = np.array([r["first_on_document"] for r in records])
+    out = {
+        "n": len(records),
+        "documents": len({r["document"] for r in records}),
+        "em": 100.0 * float(np.mean([r["em"] for r in records])),
+        "f1": 100.0 * float(np.mean([r["f1"] for r in records])),
+        "mean_s_per_question": float(secs.mean()),
+        "mean_s_first_question": float(secs[first].mean()) if first.any() else None,
+        "mean_s_further_question": float(secs[~first].mean()) if (~first).any() else None,
+        "mean_doc_tokens": float(np.mean([r["doc_tokens"] for r in records])),
+        "max_doc_tokens": int(max(r["doc_tokens"] for r in records)),
+    }
+    if "right_paragraph" in records[0]:
+        out["right_paragraph_rate"] = 100.0 * float(np.mean([r["right_paragraph"] for r in records]))
+    return out
+
+
+# ----------------------------------------------------------------------------- COVID-QA
+def covid_jobs(path, quick: bool, limit: Optional[int]) -> List[dict]:
+    docs = [d for d in load_squad(path) if d["qas"]]
+    if quick:
+        per_doc = QUICK_COVID_QUESTIONS // QUICK_COVID_ARTICLES
+        enough = [d for d in docs if len(d["qas"]) >= per_doc] or docs
+        docs = sorted(enough, key=lambda d: len(d["context"]))[:QUICK_COVID_ARTICLES]
+        docs = [{**d, "qas": d["qas"][:per_doc]} for d in docs]
+    jobs, left = [], limit
+    for d in docs:
+        qas = d["qas"] if left is None else d["qas"][:left]
+        if not qas:
+            break
+        jobs.append({"name": f"covidqa:{d['article']}", "text": d["context"], "qas": qas})
+        if left is not None:
+            left -= len(qas)
+    return jobs
+
+
+# ----------------------------------------------------------------------------- haystack
+class FillerPool:
+    """Wikipedia lead sections with lazily counted token lengths."""
+
+    def __init__(self, wiki: Dict[str, dict], tokenizer):
+        self.titles = [t for t, v in wiki.items() if (v.get("extract") or "").strip()]
+        self.texts = [wiki[t]["extract"].strip() for t in self.titles]
+        self.norm = [norm_title(t) for t in self.titles]
+        self.tokenizer = tokenizer
+        self._ntok: Dict[int, int] = {}
+
+    def num_tokens(self, i: int) -> int:
+        if i not in self._ntok:
+            self._ntok[i] = len(self.tokenizer(self.texts[i], add_special_tokens=False, verbose=False)["input_ids"])
+        return self._ntok[i]
+
+    def truncated(self, i: int, max_tokens: int) -> str:
+        """The first ``max_tokens`` tokens of text i (cut at a token end)."""
+        enc = self.tokenizer(self.texts[i], add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+        offsets = enc["offset_mapping"]
+        return self.texts[i][: offsets[max_tokens - 1][1]] if max_tokens > 0 else ""
+
+
+def build_haystack(needle: str, exclude_title: str, pool: FillerPool, target_tokens: int,
+                   rng: np.random.Generator, tokenizer) -> dict:
+    """Lead sections (never the needle's own article) around ``needle`` at a random slot, until
+    the whole reaches ``target_tokens`` tokens (the last filler is cut to fit)."""
+    total = len(tokenizer(needle, add_special_tokens=False, verbose=False)["input_ids"])
+    fillers = []
+    banned = norm_title(exclude_title)
+    for i in rng.permutation(len(pool.texts)):
+        if total >= target_tokens:
+            break
+        if pool.norm[i] == banned:
+            continue
+        n = pool.num_tokens(int(i))
+        if total + n > target_tokens:
+            fillers.append(pool.truncated(int(i), target_tokens - total))
+            total = target_tokens
+            break
+        fillers.append(pool.texts[i])
+        total += n
+    if total < target_tokens:
+        raise SystemExit(f"the wiki file has too little text for a {target_tokens}-token haystack")
+    slot = int(rng.integers(0, len(fillers) + 1))
+    before = SEPARATOR.join(fillers[:slot])
+    start = len(before) + (len(SEPARATOR) if slot else 0)
+    parts = fillers[:slot] + [needle] + fillers[slot:]
+    text = SEPARATOR.join(parts)
+    assert text[start:start + len(needle)] == needle
+    return {"text": text, "needle": (start, start + len(needle)), "depth": start / max(1, len(text) - len(needle))}
+
+
+def haystack_questions(xquad_path, n_questions: int, seed: int) -> List[dict]:
+    """Whole paragraphs drawn in a seeded order until ``n_questions`` questions are collected."""
+    paragraphs = [d for d in load_squad(xquad_path) if d["qas"]]
+    order = np.random.default_rng(seed).permutation(len(paragraphs))
+    chosen, count = [], 0
+    for i in order:
+        if count >= n_questions:
+            break
+        d = paragraphs[int(i)]
+        qas = d["qas"][: n_questions - count]
+        chosen.append({**d, "qas": qas})
+        count += len(qas)
+    return chosen
+
+
+def haystack_jobs(paragraphs: List[dict], pool: FillerPool, tokenizer, target: int, seed: int) -> List[dict]:
+    jobs = []
+    for k, d in enumerate(paragraphs):
+        name = f"xquad:{d['article']}.{d['paragraph']}@{target}"
+        if target <= 0:
+            jobs.append({"name": name, "text": d["context"], "qas": d["qas"], "needle": (0, len(d["context"])),
+                         "depth": 0.0})
+            continue
+        rng = np.random.default_rng([seed, target, k])
+        hay = build_haystack(d["context"], d["title"], pool, target, rng, tokenizer)
+        jobs.append({"name": name, "qas": d["qas"], **hay})
+    return jobs
+
+
+# ----------------------------------------------------------------------------- main
+def render_markdown(result: dict) -> str:
+    env, rows = result["environment"], []
+    for name, s in result["sets"].items():
+        rows.append([name, s.get("n"), s.get("documents"), s.get("mean_doc_tokens"), s.get("em"), s.get("f1"),
+                     s.get("right_paragraph_rate"), s.get("mean_s_per_question"), s.get("mean_s_first_question"),
+                     s.get("mean_s_further_question")])
+    table = markdown_table(["set", "questions", "docs", "mean doc tokens", "EM", "F1", "right paragraph %",
+                            "mean s/question", "mean s first", "mean s further"], rows)
+    m = result["model"]
+    return "\n".join([
+        "# longread QA evaluation", "",
+        f"- model: {m['model']} ({m['dtype']}, question_free_layers={m['encoder']['question_free_layers']}, "
+        f"window={tuple(m['encoder']['attention_window'])})",
+        f"- device: {env['device_name']} ({env['device']}, {env['torch_threads']} torch threads), "
+        f"torch {env['torch_version']}, {env['date']}",
+        f"- command: `{env['command']}`", "", table, "",
+        "EM/F1: SQuAD normalisation, best over gold answers. 'first' = first question on a document "
+        "(tokenize + encode + read); 'further' = later questions on the same (cached) document.",
+        "Haystack: XQuAD-en paragraph at a random depth among other Wikipedia lead sections; "
+        "'right paragraph' = predicted span inside the inserted paragraph.",
+    ])
+
+
+def main(argv: Optional[Sequence[str]] = None) -> dict:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    reader = load_reader(args.model, device=args.device, dtype=parse_dtype(args.dtype))
+    result = {"environment": environment(reader.device, "eval/evaluate_qa.py", argv),
+              "model": reader_description(reader, args.model),
+              "settings": {"quick": args.quick, "limit": args.limit, "seed": args.seed,
+                           "haystack_tokens": args.haystack_tokens, "haystack_questions": args.haystack_questions,
+                           "covidqa": args.covidqa, "xquad": args.xquad, "wiki": args.wiki},
+              "sets": {}}
+    predictions: Dict[str, List[dict]] = {}
+
+    if "covidqa" in args.sets:
+        records: List[dict] = []
+        ask_all(reader, covid_jobs(args.covidqa, args.quick, args.limit), "COVID-QA", records)
+        result["sets"]["covidqa"] = summarize(records)
+        predictions["covidqa"] = records
+
+    if "haystack" in args.sets and args.haystack_tokens:
+        n = args.haystack_questions if args.limit is None else min(args.haystack_questions, args.limit)
+        paragraphs = haystack_questions(args.xquad, n, args.seed)
+        pool = FillerPool(load_wiki(args.wiki), reader.tokenizer)
+        for target in args.haystack_tokens:
+            records = []
+            jobs = haystack_jobs(paragraphs, pool, reader.tokenizer, target, args.seed)
+            ask_all(reader, jobs, f"XQuAD haystack {target}", records)
+            name = f"xquad_haystack_{target}" if target > 0 else "xquad_paragraph_only"
+            result["sets"][name] = summarize(records)
+            predictions[name] = records
+
+    if not args.no_predictions:
+        result["predictions"] = predictions
+    md = render_markdown(result)
+    path = write_outputs(args.out, result, md)
+    print(md)
+    print(f"\nwrote {path} and {path.with_suffix('.md')}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
