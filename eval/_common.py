@@ -262,3 +262,11 @@ def write_outputs(json_path, payload: dict, markdown: str) -> Path:
     with open(json_path.with_suffix(".md"), "w", encoding="utf-8") as f:
         f.write(markdown.rstrip() + "\n")
     return json_path
+
+
+def report(json_path, payload: dict, markdown: str) -> Path:
+    """Write the JSON and markdown, print the table and where it went."""
+    path = write_outputs(json_path, payload, markdown)
+    print(markdown)
+    print(f"\nwrote {path} and {path.with_suffix('.md')}")
+    return path

@@ -43,11 +43,11 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (DATA_DIR, PROJECT_ROOT, PeakMemory, Timer, environment, load_reader, load_squad,  # noqa: E402
-                     load_wiki, markdown_table, parse_dtype, reader_description, write_outputs)
+                     load_wiki, markdown_table, parse_dtype, reader_description, report)
 
 from longread.decoding import best_spans  # noqa: E402
 from longread.layout import question_inputs  # noqa: E402
-from longread.model import chunk_sinusoid  # noqa: E402
+from longread.checkpoints import to_hf_bert_state_dict  # noqa: E402
 
 CPU_LENGTHS = (2000, 5000, 20000)
 GPU_EXTRA_LENGTHS = (100_000, 1_000_000)
@@ -133,36 +133,7 @@ def cut(text: str, offsets, n_tokens: int) -> str:
 
 
 # ----------------------------------------------------------------------------- longread -> HF BERT
-# ours -> HF BertForQuestionAnswering: the inverse of longread.checkpoints._RENAMES for BERT
-_TO_HF = [
-    (r"^embed\.word\.", "bert.embeddings.word_embeddings."),
-    (r"^embed\.position\.", "bert.embeddings.position_embeddings."),
-    (r"^embed\.token_type\.", "bert.embeddings.token_type_embeddings."),
-    (r"^embed\.norm\.", "bert.embeddings.LayerNorm."),
-    (r"^layers\.(\d+)\.attn\.q\.", r"bert.encoder.layer.\1.attention.self.query."),
-    (r"^layers\.(\d+)\.attn\.k\.", r"bert.encoder.layer.\1.attention.self.key."),
-    (r"^layers\.(\d+)\.attn\.v\.", r"bert.encoder.layer.\1.attention.self.value."),
-    (r"^layers\.(\d+)\.attn\.out\.", r"bert.encoder.layer.\1.attention.output.dense."),
-    (r"^layers\.(\d+)\.attn\.norm\.", r"bert.encoder.layer.\1.attention.output.LayerNorm."),
-    (r"^layers\.(\d+)\.mlp\.up\.", r"bert.encoder.layer.\1.intermediate.dense."),
-    (r"^layers\.(\d+)\.mlp\.down\.", r"bert.encoder.layer.\1.output.dense."),
-    (r"^layers\.(\d+)\.mlp\.norm\.", r"bert.encoder.layer.\1.output.LayerNorm."),
-    (r"^qa_head\.", "qa_outputs."),
-]
-
-
-def state_dict_to_hf_bert(state: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], List[str]]:
-    """Rename longread weights to HF ``BertForQuestionAnswering`` names. Returns (HF state dict,
-    our names with no HF counterpart, e.g. ``summaries.chunk_proj.weight``)."""
-    out, left = {}, []
-    for name, tensor in state.items():
-        for pattern, repl in _TO_HF:
-            if re.match(pattern, name):
-                out[re.sub(pattern, repl, name)] = tensor
-                break
-        else:
-            left.append(name)
-    return out, left
+state_dict_to_hf_bert = to_hf_bert_state_dict
 
 
 def reader_to_hf_bert(reader) -> Tuple[torch.nn.Module, List[str]]:
@@ -530,10 +501,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
                 bar.update(1)
 
     result["cpu_target"] = cpu_target(result, env)
-    md = render_markdown(result)
-    path = write_outputs(args.out, result, md)
-    print(md)
-    print(f"\nwrote {path} and {path.with_suffix('.md')}")
+    report(args.out, result, render_markdown(result))
     return result
 
 

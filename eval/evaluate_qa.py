@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (DATA_DIR, PROJECT_ROOT, environment, load_reader, load_squad, load_wiki,  # noqa: E402
-                     markdown_table, norm_title, parse_dtype, reader_description, write_outputs)
+                     markdown_table, norm_title, parse_dtype, reader_description, report)
 
 from longread.metrics import text_em_f1  # noqa: E402
 
@@ -285,10 +285,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
 
     if not args.no_predictions:
         result["predictions"] = predictions
-    md = render_markdown(result)
-    path = write_outputs(args.out, result, md)
-    print(md)
-    print(f"\nwrote {path} and {path.with_suffix('.md')}")
+    report(args.out, result, render_markdown(result))
     return result
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Dict, List, Tuple
 
 import torch
 
@@ -20,25 +20,55 @@ from .model import EncoderConfig, LongReaderModel
 SUPPORTED = ("bert", "roberta", "longformer")
 _PREFIXES = ("bert.", "roberta.", "longformer.")
 
-# HF name (after the model prefix) -> ours
-_RENAMES = [
-    (r"^embeddings\.word_embeddings\.", "embed.word."),
-    (r"^embeddings\.position_embeddings\.", "embed.position."),
-    (r"^embeddings\.token_type_embeddings\.", "embed.token_type."),
-    (r"^embeddings\.LayerNorm\.", "embed.norm."),
-    (r"^encoder\.layer\.(\d+)\.attention\.self\.query\.", r"layers.\1.attn.q."),
-    (r"^encoder\.layer\.(\d+)\.attention\.self\.key\.", r"layers.\1.attn.k."),
-    (r"^encoder\.layer\.(\d+)\.attention\.self\.value\.", r"layers.\1.attn.v."),
-    (r"^encoder\.layer\.(\d+)\.attention\.self\.query_global\.", r"layers.\1.attn.q_global."),
-    (r"^encoder\.layer\.(\d+)\.attention\.self\.key_global\.", r"layers.\1.attn.k_global."),
-    (r"^encoder\.layer\.(\d+)\.attention\.self\.value_global\.", r"layers.\1.attn.v_global."),
-    (r"^encoder\.layer\.(\d+)\.attention\.output\.dense\.", r"layers.\1.attn.out."),
-    (r"^encoder\.layer\.(\d+)\.attention\.output\.LayerNorm\.", r"layers.\1.attn.norm."),
-    (r"^encoder\.layer\.(\d+)\.intermediate\.dense\.", r"layers.\1.mlp.up."),
-    (r"^encoder\.layer\.(\d+)\.output\.dense\.", r"layers.\1.mlp.down."),
-    (r"^encoder\.layer\.(\d+)\.output\.LayerNorm\.", r"layers.\1.mlp.norm."),
-    (r"^qa_outputs\.", "qa_head."),
+# (Hugging Face name after the model prefix, ours); {i} is the layer index
+_NAME_PAIRS = [
+    ("embeddings.word_embeddings.", "embed.word."),
+    ("embeddings.position_embeddings.", "embed.position."),
+    ("embeddings.token_type_embeddings.", "embed.token_type."),
+    ("embeddings.LayerNorm.", "embed.norm."),
+    ("encoder.layer.{i}.attention.self.query.", "layers.{i}.attn.q."),
+    ("encoder.layer.{i}.attention.self.key.", "layers.{i}.attn.k."),
+    ("encoder.layer.{i}.attention.self.value.", "layers.{i}.attn.v."),
+    ("encoder.layer.{i}.attention.self.query_global.", "layers.{i}.attn.q_global."),
+    ("encoder.layer.{i}.attention.self.key_global.", "layers.{i}.attn.k_global."),
+    ("encoder.layer.{i}.attention.self.value_global.", "layers.{i}.attn.v_global."),
+    ("encoder.layer.{i}.attention.output.dense.", "layers.{i}.attn.out."),
+    ("encoder.layer.{i}.attention.output.LayerNorm.", "layers.{i}.attn.norm."),
+    ("encoder.layer.{i}.intermediate.dense.", "layers.{i}.mlp.up."),
+    ("encoder.layer.{i}.output.dense.", "layers.{i}.mlp.down."),
+    ("encoder.layer.{i}.output.LayerNorm.", "layers.{i}.mlp.norm."),
+    ("qa_outputs.", "qa_head."),
 ]
+
+
+def _pattern(template: str) -> str:
+    return "^" + re.escape(template).replace(r"\{i\}", r"(\d+)")
+
+
+def _replacement(template: str) -> str:
+    return template.replace("{i}", r"\1")
+
+
+# HF -> ours (any supported model, prefix removed first); ours -> HF BertForQuestionAnswering
+_RENAMES = [(_pattern(hf), _replacement(ours)) for hf, ours in _NAME_PAIRS]
+_TO_HF = [(_pattern(ours), ("" if hf.startswith("qa_outputs") else "bert.") + _replacement(hf))
+          for hf, ours in _NAME_PAIRS if "_global" not in hf]
+
+
+def to_hf_bert_state_dict(state: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], List[str]]:
+    """Rename longread weights to HF ``BertForQuestionAnswering`` names. Returns (HF state dict,
+    our names with no HF counterpart, e.g. ``summaries.chunk_proj.weight``)."""
+    out, left = {}, []
+    for name, tensor in state.items():
+        for pattern, repl in _TO_HF:
+            if re.match(pattern, name):
+                out[re.sub(pattern, repl, name)] = tensor
+                break
+        else:
+            left.append(name)
+    return out, left
+
+
 _IGNORED = re.compile(r"(^pooler\.|position_ids$|^lm_head\.|^cls\.|^classifier\.)")
 
 

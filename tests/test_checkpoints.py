@@ -24,21 +24,12 @@ from safetensors.torch import load_file, save_file
 from longread.checkpoints import config_from_hf, convert_state_dict, load_hf_model
 from longread.errors import CheckpointError
 
+from _helpers import randomize_
+
 transformers = pytest.importorskip("transformers")
 
 ATOL = 1e-4          # fp32 parity tolerance on logits / hidden states
 MISMATCH = 1e-3      # a deliberately wrong setting must miss by at least this much
-
-
-def _randomize(model: torch.nn.Module, std: float = 0.1) -> None:
-    """Redraw every parameter (HF zero-inits biases and sets LayerNorm to 1/0, which would hide
-    mapping mistakes in those tensors)."""
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "LayerNorm.weight" in name:
-                p.copy_(1.0 + std * torch.randn_like(p))
-            else:
-                p.normal_(0.0, std)
 
 
 def _max_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -103,7 +94,7 @@ def bert_qa(tmp_path_factory):
 
     torch.manual_seed(0)
     hf = BertForQuestionAnswering(BertConfig(**BERT_KW)).eval()
-    _randomize(hf)
+    randomize_(hf)
     path = tmp_path_factory.mktemp("bert_qa")
     hf.save_pretrained(path)                              # safetensors
     assert (path / "model.safetensors").exists()
@@ -141,7 +132,7 @@ def roberta_qa(tmp_path_factory):
     cfg = RobertaConfig(**{**BERT_KW, "max_position_embeddings": 130}, type_vocab_size=1,
                         pad_token_id=1, bos_token_id=0, eos_token_id=2)
     hf = RobertaForQuestionAnswering(cfg).eval()
-    _randomize(hf)
+    randomize_(hf)
     path = tmp_path_factory.mktemp("roberta_qa")
     hf.save_pretrained(path)
     ours, _ = load_hf_model(path)
@@ -190,7 +181,7 @@ def _longformer(tmp_path_factory, window: int):
                            attention_window=[window, window], pad_token_id=1, bos_token_id=0,
                            eos_token_id=2, sep_token_id=2)
     hf = LongformerForQuestionAnswering(cfg).eval()
-    _randomize(hf)
+    randomize_(hf)
     path = tmp_path_factory.mktemp(f"longformer_w{window}")
     hf.save_pretrained(path)
     ours, _ = load_hf_model(path)

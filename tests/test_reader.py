@@ -28,6 +28,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from _helpers import randomize_
+
 import longread
 from longread import Reader
 from longread.errors import (DeviceUnavailableError, DocumentReadError, EmptyDocumentError,
@@ -71,15 +73,6 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-def _randomize(model: torch.nn.Module, std: float = 0.1) -> None:
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "LayerNorm.weight" in name:
-                p.copy_(1.0 + std * torch.randn_like(p))
-            else:
-                p.normal_(0.0, std)
-
-
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory):
     """A random BertForQuestionAnswering checkpoint directory with the MiniLM WordPiece tokenizer."""
@@ -88,7 +81,7 @@ def tiny_dir(tmp_path_factory):
 
     torch.manual_seed(1234)
     hf = BertForQuestionAnswering(BertConfig(**TINY)).eval()
-    _randomize(hf)
+    randomize_(hf)
     path = tmp_path_factory.mktemp("tiny_reader")
     hf.save_pretrained(path)
     src = Path(gt.get_model_path())
