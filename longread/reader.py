@@ -25,6 +25,9 @@ CONFIG_NAME = "longread_config.json"
 WEIGHTS_NAME = "model.safetensors"
 DELTA_NAME = "delta.safetensors"
 CONTEXT_CHARS = 160
+# encoder fields a reader sets on top of an imported base checkpoint
+_READER_ONLY_FIELDS = ("attention_window", "question_free_layers", "chunk_signal", "hidden_dropout_prob",
+                       "gradient_checkpointing")
 
 
 @dataclass
@@ -147,19 +150,20 @@ class Reader:
                 saved = json.load(f)
             enc_cfg = EncoderConfig(**saved["encoder"])
             config = ReaderConfig(layout=LayoutConfig(**saved["reader"].pop("layout")), **saved["reader"])
-            model = LongReaderModel(enc_cfg)
             from safetensors.torch import load_file
 
             base = saved.get("base")
             if base:          # a small delta on top of a pip-installed base checkpoint
                 base_dir = _base_model_dir(base)
-                base_model, _ = load_hf_model(base_dir, **{k: v for k, v in saved["encoder"].items()
-                                                          if k in ("attention_window", "question_free_layers",
-                                                                   "chunk_signal")})
-                model.load_state_dict(base_model.state_dict())
+                model, _ = load_hf_model(base_dir, **{k: v for k, v in saved["encoder"].items()
+                                                      if k in _READER_ONLY_FIELDS})
+                if model.config != enc_cfg:
+                    raise CheckpointError(f"{path} was trained on a {base} whose architecture differs from the "
+                                          f"installed one: {model.config} != {enc_cfg}")
                 apply_delta(model, load_file(str(path / DELTA_NAME)), saved.get("lora_scale", 1.0))
                 tok_dir = base_dir
             else:
+                model = LongReaderModel(enc_cfg)
                 model.load_state_dict(load_file(str(path / WEIGHTS_NAME)))
                 tok_dir = path
         else:
