@@ -1,6 +1,7 @@
 """The kernel microbenchmark runs end to end on CPU and its FLOP accounting is exact."""
 import json
 import math
+import os
 
 import pytest
 
@@ -92,6 +93,10 @@ def test_longformer_and_skips_cpu(tmp_path):
     assert sym and all(r["status"] == "ok" for r in sym)
     assert all(r["max_abs_err"] < 1e-4 and _finite_pos(r["fwdbwd_ms"]) for r in sym)
     assert all(r["status"].startswith("skipped") for r in lf if r["left"] != r["right"])
-    assert all(r["status"].startswith("skipped") for r in rows if r["system"] == "longread-triton")
+    triton_rows = [r for r in rows if r["system"] == "longread-triton"]
+    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):    # the CPU interpreter runs them
+        assert all(r["status"] == "ok" and r["max_abs_err"] < 1e-4 for r in triton_rows)
+    else:
+        assert all(r["status"].startswith("skipped") for r in triton_rows)
     assert all(r["status"] == "ok" and r["max_abs_err"] < 1e-4
                for r in rows if r["system"] in ("longread-torch", "flex"))
