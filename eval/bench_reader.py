@@ -32,11 +32,10 @@ import argparse
 import copy
 import dataclasses
 import math
-import re
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from tqdm import tqdm
@@ -142,7 +141,7 @@ def reader_to_hf_bert(reader) -> Tuple[torch.nn.Module, List[str]]:
     notes on what HF cannot express)."""
     from transformers import BertConfig, BertForQuestionAnswering
 
-    cfg, layout = reader.model.config, reader.config.layout
+    cfg = reader.model.config
     if cfg.model_type != "bert" or cfg.global_projections:
         raise ValueError(f"only BERT-type readers convert to BertForQuestionAnswering (got {cfg.model_type})")
     state = {k: v.detach().to("cpu", torch.float32) for k, v in reader.model.state_dict().items()}

@@ -11,7 +11,6 @@ import importlib.util
 import json
 import random
 import shutil
-import sys
 from pathlib import Path
 
 import pytest

@@ -99,6 +99,14 @@ def evaluate(model, examples, device, autocast, batch_size=16):
     return 100 * sum(ems) / len(ems), 100 * sum(f1s) / len(f1s), collected
 
 
+def split_articles(records, n_held: int, rng: random.Random):
+    """(train, held-out) records, holding out every question of ``n_held`` random articles."""
+    articles = sorted({r.article for r in records})
+    rng.shuffle(articles)
+    held = set(articles[:n_held])
+    return [r for r in records if r.article not in held], [r for r in records if r.article in held]
+
+
 def fit_temperature(collected) -> float:
     """Temperature minimising the NLL of the gold start and end on held-out data (grid search)."""
     best_t, best_nll = 1.0, float("inf")
@@ -129,12 +137,10 @@ def main(argv=None):
     enc_overrides = dict(attention_window=(args.window, args.window),
                          question_free_layers=args.question_free_layers, chunk_signal=True)
     model, _ = load_hf_model(base_dir, **enc_overrides)
-    model.config.gradient_checkpointing = False
     layout = LayoutConfig(chunk_size=args.chunk_size, position_offset=model.config.position_offset,
                           max_position_embeddings=model.config.max_position_embeddings)
-    nn_init = torch.nn.init
-    nn_init.normal_(model.qa_head.weight, std=0.02)
-    nn_init.zeros_(model.qa_head.bias)
+    torch.nn.init.normal_(model.qa_head.weight, std=0.02)
+    torch.nn.init.zeros_(model.qa_head.bias)
     lora_scale = 1.0
     upper = rf"layers\.([{args.question_free_layers}-9]|\d\d+)\."
     if args.lora_rank > 0:
@@ -151,33 +157,24 @@ def main(argv=None):
     covid = load_squad_records(data / "covidqa" / "train.json")
     xquad = load_squad_records(data / "xquad" / "xquad.en.json")
     rng = random.Random(args.seed)
-    covid_articles = sorted({r.article for r in covid})
-    rng.shuffle(covid_articles)
-    held = set(covid_articles[:args.holdout_articles])
-    xq_articles = sorted({r.article for r in xquad})
-    rng.shuffle(xq_articles)
-    xq_held = set(xq_articles[:6])
-    train_recs = [r for r in covid if r.article not in held] + [r for r in xquad if r.article not in xq_held]
-    hold_recs = [r for r in covid if r.article in held] + [r for r in xquad if r.article in xq_held]
+    covid_train, covid_held = split_articles(covid, args.holdout_articles, rng)
+    xquad_train, xquad_held = split_articles(xquad, 6, rng)
     with open(data / "wiki" / "summaries_en.json") as f:
         wiki = json.load(f)
     entries = wiki.values() if isinstance(wiki, dict) else wiki         # {title: {title, extract, ...}}
     haystack = [w["extract"] for w in entries if len(w.get("extract", "")) > 200]
     targets = [int(t) for t in args.target_tokens.split(",")]
-    covid_ids = {id(r) for r in covid}
-    hold = (build_examples([r for r in hold_recs if id(r) in covid_ids], tokenizer, layout, targets, haystack, seed=1)
-            + build_examples([r for r in hold_recs if id(r) not in covid_ids], tokenizer, layout, targets, haystack,
-                             seed=1, long_context=True))
-    print(f"train records {len(train_recs)}, held-out examples {len(hold)}")
+    hold = (build_examples(covid_held, tokenizer, layout, targets, haystack, seed=1)
+            + build_examples(xquad_held, tokenizer, layout, targets, haystack, seed=1, long_context=True))
+    print(f"train records {len(covid_train) + len(xquad_train)}, held-out examples {len(hold)}")
 
     cloze = cloze_records(haystack, args.cloze, seed=args.seed)
     print(f"cloze questions {len(cloze)}, e.g. {cloze[0].question!r} -> {cloze[0].answer_text!r}" if cloze else "")
 
     def epoch_examples(epoch):
-        c = [r for r in train_recs if id(r) in covid_ids]
-        x = [r for r in train_recs if id(r) not in covid_ids] + cloze
-        return (build_examples(c, tokenizer, layout, targets, haystack, seed=100 + epoch)
-                + build_examples(x, tokenizer, layout, targets, haystack, seed=200 + epoch, long_context=True))
+        return (build_examples(covid_train, tokenizer, layout, targets, haystack, seed=100 + epoch)
+                + build_examples(xquad_train + cloze, tokenizer, layout, targets, haystack, seed=200 + epoch,
+                                 long_context=True))
 
     first = epoch_examples(0)
     steps_per_epoch = math.ceil(len(first) / args.batch_size)
@@ -246,9 +243,7 @@ def main(argv=None):
 
     save_file({k: v.half().contiguous() for k, v in best_delta.items()}, str(out / DELTA_NAME))
     reader = asdict(ReaderConfig(layout=layout, temperature=temperature))
-    enc = model.config.to_dict()
-    enc["gradient_checkpointing"] = False
-    meta = {"encoder": enc, "reader": reader, "base": BASE, "lora_scale": lora_scale,
+    meta = {"encoder": model.config.to_dict(), "reader": reader, "base": BASE, "lora_scale": lora_scale,
             "training": {"args": vars(args), "steps": step, "heldout_em": em, "heldout_f1": f1,
                          "minutes": round((time.time() - t0) / 60, 1)}}
     with open(out / CONFIG_NAME, "w") as f:
