@@ -1,55 +1,143 @@
-"""Command line: ``longread ask FILE -q QUESTION [-q QUESTION ...]``.
-
-Exit codes: 0 answered; 2 bad command line; 3 bad input (document, question); 4 device or
-checkpoint problem.
-"""
+"""Command line: ``longread ask FILE -q QUESTION [-q QUESTION ...] [--questions FILE] [--html OUT]``."""
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
+from pathlib import Path
+from typing import List
 
 from .errors import CheckpointError, DeviceUnavailableError, DocumentTooLargeError, LongreadError
+from .progress import progress_setting
+
+EXIT_OK, EXIT_USAGE, EXIT_INPUT, EXIT_DEVICE, EXIT_OUTPUT = 0, 2, 3, 4, 5
+EXIT_CODES = f"""exit codes:
+  {EXIT_OK}  every question was answered
+  {EXIT_USAGE}  bad command line (unknown option, no question, --top-k < 1, unknown --device)
+  {EXIT_INPUT}  bad input: missing/unreadable/encrypted/corrupt/empty document, empty or too long question
+  {EXIT_DEVICE}  device or model problem: CUDA absent, document too large for memory, bad checkpoint
+  {EXIT_OUTPUT}  the --html page could not be written
+  130 interrupted"""
+CONTEXT_WORDS = 8
+
+
+def _positive(value: str) -> int:
+    n = int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
+def _device(value: str) -> str:
+    import torch
+
+    try:
+        torch.device(value)
+    except RuntimeError as exc:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a device name (use cpu, cuda or cuda:N)") from exc
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="longread", description="Answer questions about long documents.")
+    p = argparse.ArgumentParser(prog="longread", description="Answer questions about long documents.",
+                                epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
-    ask = sub.add_parser("ask", help="answer questions about a .txt or .md file")
-    ask.add_argument("file", help="document path (.txt, .md)")
-    ask.add_argument("-q", "--question", action="append", required=True, help="a question (repeatable)")
-    ask.add_argument("--top-k", type=int, default=3, help="answers to show per question (best + alternatives)")
+    ask = sub.add_parser("ask", help="answer questions about a document", epilog=EXIT_CODES,
+                         formatter_class=argparse.RawDescriptionHelpFormatter,
+                         description="Answer questions about a document (.pdf, .html/.htm, .md, .txt).")
+    ask.add_argument("file", help="document path (.pdf, .html, .htm, .md, .txt)")
+    ask.add_argument("-q", "--question", action="append", default=[], help="a question (repeatable)")
+    ask.add_argument("--questions", metavar="FILE", help="a file of questions, one per line ('-': stdin)")
+    ask.add_argument("--top-k", type=_positive, default=3, help="answers per question: best + alternatives")
     ask.add_argument("--model", default=None, help="checkpoint directory or hub name (default: offline reader)")
-    ask.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    ask.add_argument("--json", action="store_true", help="print JSON lines instead of text")
+    ask.add_argument("--device", type=_device, default=None, help="cpu or cuda (default: cuda when available)")
+    ask.add_argument("--password", default=None, help="password of an encrypted PDF")
+    ask.add_argument("--json", action="store_true", help="print one JSON object per question")
+    ask.add_argument("--html", metavar="OUT", help="write an evidence page (answers in their passages, "
+                                                   "alternatives, attention per chunk) to OUT")
+    ask.add_argument("--quiet", "--no-progress", dest="quiet", action="store_true", help="no progress bars")
     return p
 
 
+def _questions(args, parser) -> List[str]:
+    questions = list(args.question)
+    if args.questions:
+        try:
+            lines = (sys.stdin.read() if args.questions == "-"
+                     else Path(args.questions).read_text(encoding="utf-8-sig")).splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            parser.error(f"cannot read the questions file {args.questions}: {exc}")
+        questions += [line.strip() for line in lines if line.strip()]
+    if not questions:
+        parser.error("no question: give -q QUESTION or --questions FILE")
+    return questions
+
+
+def _load(args):
+    from .formats import load_pdf
+
+    return args.file if args.password is None else load_pdf(args.file, password=args.password)
+
+
+def _print_text(ans, question: str) -> None:
+    print(f"Q: {question}")
+    for rank, a in enumerate([ans] + list(ans.alternatives), 1):
+        before = "".join(re.findall(r"\S+\s*", a.context[: a.start - a.context_start])[-CONTEXT_WORDS:])
+        after = "".join(re.findall(r"\s*\S+", a.context[a.end - a.context_start:])[:CONTEXT_WORDS])
+        before, shown, after = (re.sub(r"\s+", " ", part) for part in (before, a.text, after))
+        print(f"  {rank}. {a.text!r}  (score {a.score:.3f}, page {a.page}, chars {a.start}-{a.end})")
+        print(f"     ...{before}[{shown}]{after}...")
+
+
 def main(argv=None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    questions = _questions(args, parser)
+    try:
+        with progress_setting(False if args.quiet else None):
+            return _ask(args, questions)
+    except KeyboardInterrupt:
+        print("longread: interrupted", file=sys.stderr)
+        return 130
+
+
+def _ask(args, questions: List[str]) -> int:
+    from .chunk_attention import answer_with_attention
     from .reader import Reader
 
     try:
         reader = Reader.from_pretrained(args.model, device=args.device)
-        doc = reader.prepare(args.file)
-        for question in args.question:
-            ans = reader.answer(doc, question=question, top_k=args.top_k)
+        doc = reader.prepare(_load(args))
+        answers, weights = [], []
+        for question in questions:
+            if args.html:            # the evidence page also shows which chunks were attended to
+                ans, w = answer_with_attention(reader, doc, question, top_k=args.top_k)
+            else:
+                ans, w = reader.answer(doc, question, top_k=args.top_k), None
+            answers.append(ans)
+            weights.append(w)
             if args.json:
-                print(json.dumps(ans.to_dict(), ensure_ascii=False))
-                continue
-            print(f"Q: {question}")
-            for rank, a in enumerate([ans] + ans.alternatives, 1):
-                before = a.context[: a.start - a.context_start].replace("\n", " ")[-60:]
-                after = a.context[a.end - a.context_start:].replace("\n", " ")[:60]
-                print(f"  {rank}. {a.text!r}  (score {a.score:.3f}, page {a.page}, chars {a.start}-{a.end})")
-                print(f"     ...{before}[{a.text}]{after}...")
+                print(json.dumps(ans.to_dict(), ensure_ascii=False), flush=True)
+            else:
+                _print_text(ans, question)
     except (DeviceUnavailableError, CheckpointError, DocumentTooLargeError) as exc:
         print(f"longread: {exc}", file=sys.stderr)
-        return 4
-    except (LongreadError, TypeError, NotImplementedError) as exc:
+        return EXIT_DEVICE
+    except LongreadError as exc:
         print(f"longread: {exc}", file=sys.stderr)
-        return 3
-    return 0
+        return EXIT_INPUT
+    if args.html:
+        from .evidence import write_evidence_html
+
+        try:
+            write_evidence_html(answers, doc, args.html, chunk_weights=weights)
+        except OSError as exc:
+            print(f"longread: cannot write {args.html}: {exc.strerror or exc}; choose a writable path",
+                  file=sys.stderr)
+            return EXIT_OUTPUT
+        print(f"evidence page: {args.html}", file=sys.stderr)
+    return EXIT_OK
 
 
 if __name__ == "__main__":

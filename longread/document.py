@@ -1,7 +1,9 @@
-"""Documents in: a string, a list of page strings, or a path to a .txt / .md file.
+"""Documents in: a string, a list of page strings, or a path (.txt/.md read verbatim; .pdf and
+.html/.htm through ``formats.py``).
 
-The text is never altered: every offset longread reports is an index into ``Document.text``,
-so ``document.text[answer.start:answer.end] == answer.text`` holds for any input.
+Strings, page lists and text files are never altered, and PDF/HTML text is extracted once: every
+offset longread reports is an index into ``Document.text``, so
+``document.text[answer.start:answer.end] == answer.text`` holds for any input.
 """
 from __future__ import annotations
 
@@ -9,9 +11,10 @@ import bisect
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence, Union
+from typing import Any, List, Optional, Sequence, Union
 
 from .errors import DocumentReadError, EmptyDocumentError
+from .formats import PDF_MAGIC, READERS
 
 PAGE_SEPARATOR = "\n\n"
 TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".text")
@@ -22,10 +25,25 @@ DocumentInput = Union[str, os.PathLike, Sequence[str], "Document"]
 
 
 @dataclass
+class DocumentImage:
+    """An image that belongs to a document, tied to a place in its text.
+
+    ``data`` is the encoded file (bytes), a path, or a ``PIL.Image.Image``; ``anchor`` is the
+    character offset in ``Document.text`` the image belongs to (``None``: the end of the
+    document); ``page`` is its 1-based page when known; ``name`` identifies it in answers.
+    """
+    data: Any
+    anchor: Optional[int] = None
+    page: Optional[int] = None
+    name: str = ""
+
+
+@dataclass
 class Document:
     text: str
     page_starts: List[int] = field(default_factory=lambda: [0])   # char offset where each page begins
     source: Optional[str] = None
+    images: List[DocumentImage] = field(default_factory=list)      # figures / page images, if any
 
     def page_of(self, char_offset: int) -> int:
         """1-based page number holding ``char_offset``."""
@@ -37,24 +55,47 @@ def _looks_like_path(s: str) -> bool:
             and s.lower().endswith(_PATH_SUFFIXES))
 
 
+def join_pages(pages: Sequence[str]):
+    """(text, page_starts): the pages joined by PAGE_SEPARATOR, and where each page starts."""
+    starts, pos = [], 0
+    for page in pages:
+        starts.append(pos)
+        pos += len(page) + len(PAGE_SEPARATOR)
+    return PAGE_SEPARATOR.join(pages), starts or [0]
+
+
 def _read_path(path: Path) -> Document:
     if not path.exists():
         raise DocumentReadError(f"document file not found: {path}")
     if path.is_dir():
         raise DocumentReadError(f"{path} is a directory; pass a file")
     suffix = path.suffix.lower()
+    if suffix in READERS:
+        return READERS[suffix](path)
     if suffix not in TEXT_SUFFIXES:
+        if _starts_with(path, PDF_MAGIC):
+            return READERS[".pdf"](path)
+        readable = ", ".join(TEXT_SUFFIXES + tuple(READERS))
         raise DocumentReadError(f"unsupported document format {suffix!r} ({path}); "
-                                f"longread reads {', '.join(TEXT_SUFFIXES)} files, or pass the text as a string")
+                                f"longread reads {readable} files, or pass the text as a string")
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise DocumentReadError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        raise DocumentReadError(f"cannot read {path}: {exc.strerror or exc}; "
+                                "check that the file exists and you may read it") from exc
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise DocumentReadError(f"{path} is not UTF-8 text (byte {exc.start}); convert it to UTF-8 first") from exc
     return Document(text=text, source=str(path))
+
+
+def _starts_with(path: Path, magic: bytes) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(magic)) == magic
+    except OSError:
+        return False
 
 
 def load_document(doc: DocumentInput) -> Document:
@@ -69,14 +110,11 @@ def load_document(doc: DocumentInput) -> Document:
         if not all(isinstance(p, str) for p in doc):
             bad = next(type(p).__name__ for p in doc if not isinstance(p, str))
             raise TypeError(f"a document given as a list must hold page strings, found a {bad}")
-        starts, pos = [], 0
-        for page in doc:
-            starts.append(pos)
-            pos += len(page) + len(PAGE_SEPARATOR)
-        result = Document(text=PAGE_SEPARATOR.join(doc), page_starts=starts or [0])
+        text, starts = join_pages(doc)
+        result = Document(text=text, page_starts=starts)
     else:
         raise TypeError(f"doc must be a str, a path, or a list of page strings; got {type(doc).__name__}")
-    if not result.text.strip():
+    if not result.text.strip() and not result.images:      # a scanned PDF still has its page images
         where = f" ({result.source})" if result.source else ""
         raise EmptyDocumentError(f"the document{where} is empty or only whitespace; nothing to read")
     return result
