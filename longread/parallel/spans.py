@@ -1,0 +1,84 @@
+"""``longread.decoding.best_spans`` over a document whose logits are sharded across ranks.
+
+The same candidate rule and the same scores as the single-process search, reduced across
+ranks instead of computed on one array:
+
+* the document-wide softmax normalisers (start and end): a log-sum-exp all-reduce;
+* the top-``candidates`` starts, ends and "joint" ends: each rank's top list, all-gathered, then
+  the global top; the joint score (best start within reach of an end) needs the previous
+  rank's last ``max_answer_tokens - 1`` start scores (a halo);
+* the candidates' log-probabilities: each rank fills in the tokens it holds, then a sum
+  all-reduce (every token lives on exactly one rank, so the sum is exact).
+
+Every rank then ranks the same candidates and returns the same spans. Communication is
+O(world * candidates + candidates * max_answer_tokens) numbers, independent of the length.
+"""
+from __future__ import annotations
+
+from typing import List
+
+import torch
+import torch.nn.functional as F
+
+from ..decoding import Span
+from .comm import all_gather_rows, all_reduce_, exchange_halo, global_logsumexp, rank_and_world
+
+
+def _global_topk(values: torch.Tensor, offset: int, k: int, group) -> torch.Tensor:
+    """Document indices of the k largest entries of the concatenation of every rank's ``values``."""
+    _, world = rank_and_world(group)
+    top = torch.topk(values, min(k, values.shape[0]))
+    vals = torch.full((k,), float("-inf"), device=values.device)
+    idx = torch.full((k,), -1, dtype=torch.long, device=values.device)
+    vals[:top.values.shape[0]], idx[:top.indices.shape[0]] = top.values, top.indices + offset
+    vals = all_gather_rows(vals[None], [k] * world, group)[0]                    # (world * k,)
+    idx = all_gather_rows(idx[None], [k] * world, group)[0]
+    return idx[torch.topk(vals, k).indices]
+
+
+def _gather_at(values: torch.Tensor, offset: int, index: torch.Tensor, group) -> torch.Tensor:
+    """values[index - offset] for the document indices ``index`` (any shape) held by any rank."""
+    mine = (index >= offset) & (index < offset + values.shape[0])
+    out = torch.zeros(index.shape, dtype=values.dtype, device=values.device)
+    out[mine] = values[index[mine] - offset]
+    return all_reduce_(out, group=group)
+
+
+def distributed_best_spans(start_logits: torch.Tensor, end_logits: torch.Tensor, offset: int, n: int,
+                           group=None, top_k: int = 5, max_answer_tokens: int = 30, temperature: float = 1.0,
+                           candidates: int = 32) -> List[Span]:
+    """start_logits, end_logits (n_r,): this rank's tokens ``[offset, offset + n_r)`` of a
+    document of ``n`` tokens. Returns on every rank the spans ``best_spans`` returns for the
+    whole document (document token indices, scores under the document-wide softmax)."""
+    if n == 0:
+        return []
+    s = start_logits.float() / temperature
+    e = end_logits.float() / temperature
+    norm = global_logsumexp(torch.stack([s, e]), group)                          # (2,)
+    ls, le = s - norm[0], e - norm[1]                                            # (n_r,) log-probs
+    k = min(candidates, n)
+    width = min(max_answer_tokens, n)
+    offs = torch.arange(width, device=ls.device)
+    starts = _global_topk(ls, offset, k, group)                                  # (k,)
+    ends = _global_topk(le, offset, k, group)
+    halo, _ = exchange_halo(ls[None], width - 1, 0, group)                        # previous rank's tail
+    before = F.pad(halo[0], (width - 1 - halo.shape[1], 0), value=float("-inf"))
+    reach = torch.cat([before, ls]).unfold(0, width, 1)                          # (n_r, width)
+    joint_ends = _global_topk(reach.max(dim=1).values + le, offset, k, group)
+    ends = torch.cat([ends, joint_ends])
+    cand_s = torch.cat([starts[:, None].expand(k, width), (ends[:, None] - offs).clamp(min=0)])
+    cand_e = torch.cat([(starts[:, None] + offs).clamp(max=n - 1), ends[:, None].expand(2 * k, width)])
+    valid = (cand_e >= cand_s) & (cand_e - cand_s < max_answer_tokens)
+    joint = _gather_at(ls, offset, cand_s, group) + _gather_at(le, offset, cand_e, group)
+    flat = torch.where(valid, joint, torch.full_like(joint, float("-inf"))).flatten()
+    order = torch.argsort(flat, descending=True, stable=True)
+    flat_s, flat_e = cand_s.flatten().tolist(), cand_e.flatten().tolist()
+    spans: List[Span] = []
+    for idx in order.tolist():
+        if flat[idx] == float("-inf") or len(spans) >= top_k:
+            break
+        a, b = flat_s[idx], flat_e[idx]
+        if any(a <= kept.end and kept.start <= b for kept in spans):
+            continue
+        spans.append(Span(a, b, float(flat[idx].exp())))
+    return spans
