@@ -69,6 +69,76 @@ def to_hf_bert_state_dict(state: Dict[str, torch.Tensor]) -> Tuple[Dict[str, tor
     return out, left
 
 
+def to_hf_longformer_state_dict(state: Dict[str, torch.Tensor], cfg: EncoderConfig, max_tokens: int
+                                ) -> Tuple[Dict[str, torch.Tensor], List[str], int]:
+    """Rename longread weights to HF ``LongformerForQuestionAnswering`` names, for inputs of up to
+    ``max_tokens`` tokens. Without global projections of its own, the model's query/key/value are
+    copied into Longformer's ``*_global`` ones. The position table is extended to ``max_tokens``
+    by repeating the checkpoint's trained positions, as Longformer's own RoBERTa conversion does:
+    Longformer counts positions from ``pad_token_id + 1``, and row ``pad_token_id + 1 + k`` takes
+    the checkpoint's position ``position_offset + k % (max_position_embeddings - position_offset)``.
+    Returns (HF state dict, our names with no counterpart, rows of the new position table)."""
+    out, left = {}, []
+    for name, tensor in state.items():
+        for pattern, repl in _TO_HF:
+            if re.match(pattern, name):
+                hf_name = re.sub(pattern, repl, name)
+                out["longformer." + hf_name[len("bert."):] if hf_name.startswith("bert.") else hf_name] = tensor
+                break
+        else:
+            for ours, hf in (("q_global", "query_global"), ("k_global", "key_global"), ("v_global", "value_global")):
+                m = re.match(rf"^layers\.(\d+)\.attn\.{ours}\.(weight|bias)$", name)
+                if m:
+                    out[f"longformer.encoder.layer.{m[1]}.attention.self.{hf}.{m[2]}"] = tensor
+                    break
+            else:
+                left.append(name)
+    if not cfg.global_projections:
+        for i in range(cfg.num_hidden_layers):
+            for kind in ("query", "key", "value"):
+                for p in ("weight", "bias"):
+                    src = out[f"longformer.encoder.layer.{i}.attention.self.{kind}.{p}"]
+                    out[f"longformer.encoder.layer.{i}.attention.self.{kind}_global.{p}"] = src.clone()
+    old = out["longformer.embeddings.position_embeddings.weight"]
+    first, trained = cfg.pad_token_id + 1, cfg.max_position_embeddings - cfg.position_offset
+    rows = first + max_tokens
+    new = old.new_zeros(rows, old.shape[1])
+    if cfg.position_offset >= first:
+        new[:first] = old[cfg.position_offset - first:cfg.position_offset]
+    k = torch.arange(max_tokens)
+    new[first:] = old[cfg.position_offset + k % trained]
+    out["longformer.embeddings.position_embeddings.weight"] = new
+    return out, left, rows
+
+
+def to_hf_longformer(model: LongReaderModel, max_tokens: int):
+    """A float32 CPU ``LongformerForQuestionAnswering`` with the weights of ``model`` (see
+    ``to_hf_longformer_state_dict``), attention window ``left + right`` (one-sided ``left``)."""
+    from transformers import LongformerConfig, LongformerForQuestionAnswering
+
+    cfg = model.config
+    left, right = cfg.attention_window
+    if left != right:
+        raise CheckpointError(f"Longformer needs a symmetric window; this model's is {cfg.attention_window}")
+    state = {k: v.detach().to("cpu", torch.float32) for k, v in model.state_dict().items()}
+    hf_state, left_out, rows = to_hf_longformer_state_dict(state, cfg, max_tokens)
+    unknown = [n for n in left_out if n != "summaries.chunk_proj.weight"]
+    if unknown:
+        raise CheckpointError(f"weights with no LongformerForQuestionAnswering counterpart: {unknown}")
+    hf_cfg = LongformerConfig(vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size,
+                              num_hidden_layers=cfg.num_hidden_layers, num_attention_heads=cfg.num_attention_heads,
+                              intermediate_size=cfg.intermediate_size, max_position_embeddings=rows,
+                              type_vocab_size=cfg.type_vocab_size, layer_norm_eps=cfg.layer_norm_eps,
+                              attention_window=[2 * left] * cfg.num_hidden_layers, hidden_act="gelu",
+                              pad_token_id=cfg.pad_token_id, hidden_dropout_prob=cfg.hidden_dropout_prob)
+    hf = LongformerForQuestionAnswering(hf_cfg)
+    missing, unexpected = hf.load_state_dict(hf_state, strict=False)
+    missing = [m for m in missing if not m.endswith("position_ids")]
+    if missing or unexpected:
+        raise CheckpointError(f"Longformer conversion mismatch: missing {missing[:8]}, unexpected {unexpected[:8]}")
+    return hf.eval()
+
+
 _IGNORED = re.compile(r"(^pooler\.|position_ids$|^lm_head\.|^cls\.|^classifier\.)")
 
 
