@@ -186,6 +186,8 @@ class LongReaderModel(nn.Module):
         self.layers = nn.ModuleList([Layer(cfg) for _ in range(cfg.num_hidden_layers)])
         self.qa_head = nn.Linear(cfg.hidden_size, 2)
         self.attention_backend: Optional[str] = None     # None = auto (triton on CUDA, torch on CPU)
+        self.fusion: Optional[nn.ModuleDict] = None      # gated image cross-attention (longread.vision.fusion)
+        self.vision: Optional[nn.Module] = None          # patch encoder for those layers
 
     def run_layers(self, x, start: int, end: int, num_global: int,
                    key_padding_mask: Optional[torch.Tensor] = None, window=None):
@@ -214,9 +216,11 @@ class LongReaderModel(nn.Module):
         return self.run_layers(x, 0, self.config.question_free_layers, 0, key_padding_mask)
 
     def read(self, question_states, doc_states, chunk_ids: Optional[torch.Tensor] = None, num_chunks: int = 0,
-             question_mask: Optional[torch.Tensor] = None, doc_mask: Optional[torch.Tensor] = None) -> QAOutput:
+             question_mask: Optional[torch.Tensor] = None, doc_mask: Optional[torch.Tensor] = None,
+             image_context=None) -> QAOutput:
         """Question-aware layers on [question | summaries | doc]; question and summaries are global.
-        ``num_chunks = 0`` adds no summaries. Logits cover [question | doc] (summaries dropped)."""
+        ``num_chunks = 0`` adds no summaries. Logits cover [question | doc] (summaries dropped).
+        ``image_context`` (longread.vision.fusion.ImageContext): image patches for the fusion layers."""
         bsz, lq = question_states.shape[:2]
         ones = lambda t: torch.ones(t.shape[:2], dtype=torch.bool, device=t.device)  # noqa: E731
         parts, masks = [question_states], [question_mask if question_mask is not None else ones(question_states)]
@@ -229,7 +233,11 @@ class LongReaderModel(nn.Module):
         x = torch.cat(parts, dim=1)                                             # (B, Lq + C + Nd, hidden)
         mask = torch.cat(masks, dim=1)
         mask = None if bool(mask.all()) else mask
-        x = self.run_layers(x, self.config.question_free_layers, len(self.layers), lq + num_chunks, mask)
+        if image_context is not None and self.fusion is not None:
+            from longread.vision.fusion import run_fused_layers
+            x = run_fused_layers(self, x, lq + num_chunks, mask, chunk_ids, image_context)
+        else:
+            x = self.run_layers(x, self.config.question_free_layers, len(self.layers), lq + num_chunks, mask)
         x = torch.cat([x[:, :lq], x[:, lq + num_chunks:]], dim=1)               # drop the summaries
         return self.span_logits(x)
 

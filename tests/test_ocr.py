@@ -1,0 +1,114 @@
+"""Text inside images: OCR lines with boxes, inserted at the image's anchor, answered end to end
+through ``longread.answer(doc, images, question)`` with the answer's image, name and box.
+
+The reader is the tiny random model of test_reader.py turned into an "oracle" that answers from
+"zeppelin" to "octopus": where those words are found (text or image) decides the answer.
+"""
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+
+pytest.importorskip("PIL")
+pytest.importorskip("rapidocr_onnxruntime")
+from PIL import Image, ImageDraw, ImageFont  # noqa: E402
+
+import longread  # noqa: E402
+from longread.document import DocumentImage  # noqa: E402
+from longread.errors import OCRUnavailableError  # noqa: E402
+from longread.vision import ocr as ocr_module  # noqa: E402
+from longread.vision.ocr import read_text  # noqa: E402
+
+from test_reader import END_WORD, START_WORD, load, make_oracle, tiny_dir  # noqa: E402,F401
+
+PLANTED = "zeppelin carried a purple octopus"
+DOC = "The harbour report lists the cargo of every ship. Nothing unusual was seen on Monday."
+
+
+def render(text: str, size=(520, 90), at=(14, 26), font_size=30, scale=1):
+    """White image with black text; returns the image and the text's exact pixel box."""
+    img = Image.new("RGB", (size[0] * scale, size[1] * scale), "white")
+    draw = ImageDraw.Draw(img)
+    font = ImageFont.load_default(size=font_size * scale)
+    xy = (at[0] * scale, at[1] * scale)
+    draw.text(xy, text, fill="black", font=font)
+    return img, draw.textbbox(xy, text, font=font)
+
+
+def iou(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    area = lambda r: (r[2] - r[0]) * (r[3] - r[1])  # noqa: E731
+    return inter / (area(a) + area(b) - inter)
+
+
+@pytest.fixture(scope="module")
+def oracle_dir(tiny_dir, tmp_path_factory):  # noqa: F811
+    r = make_oracle(load(tiny_dir, summary_tokens=True, chunk_size=64))
+    path = tmp_path_factory.mktemp("oracle_reader")
+    r.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def oracle(oracle_dir):
+    return longread.Reader.from_pretrained(oracle_dir, device="cpu", dtype=torch.float32)
+
+
+def test_read_text_lines_and_boxes():
+    img, bbox = render("Owner: Marta Lindqvist")
+    lines = read_text(img)
+    assert [ln.text for ln in lines] == ["Owner: Marta Lindqvist"]
+    assert iou(lines[0].box, bbox) > 0.5 and 0.5 <= lines[0].score <= 1.0
+    assert read_text(Image.new("RGB", (64, 64), "white")) == []
+
+
+def test_answer_inside_an_image_end_to_end(oracle_dir):
+    img, bbox = render(PLANTED.capitalize(), scale=5)         # 2600 px wide: resized before OCR
+    ans = longread.answer(DOC, [DocumentImage(img, anchor=DOC.index("Nothing"), name="cargo.png")],
+                          "What did the zeppelin carry?", model=str(oracle_dir), device="cpu",
+                          dtype=torch.float32)
+    assert ans.text.lower() == PLANTED and ans.source == "image"
+    assert ans.image == 0 and ans.image_name == "cargo.png"
+    assert iou(ans.box, bbox) > 0.5                            # in the original image's pixels
+    reader = longread.Reader.from_pretrained(oracle_dir, device="cpu", dtype=torch.float32)
+    prepared = reader.prepare(DOC, [DocumentImage(img, anchor=DOC.index("Nothing"), name="cargo.png")])
+    text = prepared.document.text
+    assert text[ans.start:ans.end] == ans.text
+    assert text.startswith(DOC[:DOC.index("Nothing")]) and text.endswith(DOC[DOC.index("Nothing"):])
+    assert prepared.reading.to_original(ans.start) == DOC.index("Nothing")
+
+
+def test_text_answers_keep_working_with_images(oracle):
+    doc = f"Intro sentence here. The {START_WORD} took the {END_WORD} home. Closing words."
+    blank = Image.new("RGB", (80, 40), "white")
+    plain = oracle.answer(doc, "What?")
+    with_blank = oracle.answer(doc, "What?", images=[blank])
+    assert (with_blank.text, with_blank.start, with_blank.end, with_blank.source) == \
+        (plain.text, plain.start, plain.end, "text")
+    # an image with text anchored before the answer shifts offsets into the reading text
+    img, _ = render("Harbour log 12")
+    shifted = oracle.answer(doc, "What?", images=[DocumentImage(img, anchor=0)])
+    prepared = oracle.prepare(doc, [DocumentImage(img, anchor=0)])
+    assert shifted.text == plain.text and shifted.source == "text" and shifted.image is None
+    assert prepared.document.text[shifted.start:shifted.end] == shifted.text
+    assert prepared.reading.to_original(shifted.start) == plain.start
+    assert "Harbour log 12" in prepared.document.text[:shifted.start]
+
+
+def test_zero_images_is_text_only(oracle):
+    doc = f"Some words. The {START_WORD} saw an {END_WORD}. More words."
+    base = oracle.answer(doc, "What?").to_dict()
+    assert oracle.answer(doc, "What?", images=[]).to_dict() == base
+    assert oracle.answer(doc, "What?", images=None).to_dict() == base
+    assert base["source"] == "text" and base["box"] is None
+
+
+def test_missing_ocr_engine_is_a_typed_error(monkeypatch):
+    monkeypatch.setattr(ocr_module, "_ENGINE", None)
+    monkeypatch.setitem(sys.modules, "rapidocr_onnxruntime", None)
+    with pytest.raises(OCRUnavailableError, match="pip install"):
+        read_text(Image.new("RGB", (8, 8), (1, 2, 3)))
