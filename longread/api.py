@@ -25,7 +25,9 @@ def answer(doc: DocumentInput, images: Optional[Sequence] = None, question: str 
     Returns an :class:`Answer` whose ``text == document_text[start:end]``, with its score,
     chunk, page, context and alternatives. ``model`` names a checkpoint (default: the offline
     reader shipped with longread). Further questions on the same document reuse its cached
-    encoding.
+    encoding. ``images``: bytes, paths, PIL images or ``DocumentImage`` (with an anchor); their
+    text (OCR) is read at their anchors, and an answer found there has ``source="image"``,
+    ``image``, ``image_name`` and ``box`` (see ``longread/vision/``).
     """
     if question is None:
         raise TypeError("answer() needs a question: answer(doc, question='...')")

@@ -31,3 +31,27 @@ class DeviceUnavailableError(LongreadError, RuntimeError):
 
 class CheckpointError(LongreadError, ValueError):
     """A checkpoint that cannot be found, read or mapped onto the engine."""
+
+
+class ImageReadError(LongreadError, ValueError):
+    """An image that cannot be read: missing file, corrupt or truncated data, unknown format."""
+
+
+class ImageAnchorError(LongreadError, ValueError):
+    """An image anchored outside the document (a character offset or page that does not exist)."""
+
+
+class OCRUnavailableError(LongreadError, ImportError):
+    """Text in images was requested but the OCR engine (rapidocr-onnxruntime) is not installed."""
+
+
+class EncryptedDocumentError(DocumentReadError):
+    """A password-protected document that cannot be opened without its password."""
+
+
+class ShardingError(LongreadError, ValueError):
+    """A document that cannot be split over the requested number of processes."""
+
+
+class BatchInputError(LongreadError, ValueError):
+    """A batch input file (JSONL) with a malformed line; the message names the line."""

@@ -52,7 +52,9 @@ def add_lora(model: nn.Module, rank: int = 16, alpha: float = 32.0, dropout: flo
 
 def trainable_delta(model: nn.Module) -> Dict[str, torch.Tensor]:
     """The parameters that training changed: adapters and fully-trained tensors."""
-    return {name: p.detach().to("cpu", torch.float32).contiguous()
+    # clone: ``.to`` returns the parameter itself when it is already fp32 on the CPU, and a
+    # snapshot that aliases the live weights would silently follow later training steps
+    return {name: p.detach().to("cpu", torch.float32).clone()
             for name, p in model.named_parameters() if p.requires_grad}
 
 

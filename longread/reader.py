@@ -18,6 +18,7 @@ from .errors import CheckpointError, DeviceUnavailableError, DocumentTooLargeErr
 from .layout import (DocumentInputs, LayoutConfig, TokenizedDocument, document_inputs, question_inputs,
                      tokenize_document)
 from .model import EncoderConfig, LongReaderModel
+from .progress import layer_progress
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
 CONFIG_NAME = "longread_config.json"
@@ -35,6 +36,11 @@ class ReaderConfig:
     max_answer_tokens: int = 30
     temperature: float = 1.0          # calibration of span scores (fitted by the training script)
     top_k: int = 5
+    ocr: bool = True                  # read text inside images (rapidocr-onnxruntime) into the document
+    # passage-retrieval prior on span scores (longread/retrieval.py); weight 0 turns it off
+    retrieval_weight: float = 0.0
+    retrieval_temperature: float = 0.02
+    retriever: Optional[str] = None   # sentence-embedding checkpoint (None: the pip-installed MiniLM)
 
 
 @dataclass
@@ -49,6 +55,12 @@ class Answer:
     context_start: int        # character offset of ``context`` in the document
     question: str = ""
     alternatives: List["Answer"] = field(default_factory=list)
+    # with images, start/end index the reading text (the document text with each image's OCR
+    # text inserted at its anchor: ``prepared.document.text``); see longread/vision/reading.py
+    source: str = "text"              # "image" when the span is text read inside an image
+    image: Optional[int] = None       # index of that image (the document's images first)
+    image_name: Optional[str] = None
+    box: Optional[List[float]] = None  # [x0, y0, x1, y1] of the span's OCR lines, original pixels
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -64,6 +76,8 @@ class PreparedDocument:
     inputs: DocumentInputs
     states: Optional[torch.Tensor] = None     # (1, n, hidden) after the question-free layers
     states_key: Optional[tuple] = None
+    reading: Optional[object] = None          # vision.reading.ReadingText when the document has images
+    passages: Optional[tuple] = None          # (token -> passage (n,), passage embeddings (P, d)), cached
 
     @property
     def num_tokens(self) -> int:
@@ -133,6 +147,8 @@ class Reader:
         self.config = config
         self._cache: "OrderedDict[str, PreparedDocument]" = OrderedDict()
         self._cache_size = cache_size
+        self.progress: Optional[bool] = None      # progress bars: None = on a terminal, False = never
+        self._retriever = None                    # loaded on first use when retrieval_weight > 0
 
     # ---------------------------------------------------------------- loading and saving
     @classmethod
@@ -195,11 +211,17 @@ class Reader:
         self.tokenizer.save_pretrained(str(path))
 
     # ---------------------------------------------------------------- documents
-    def prepare(self, doc: DocumentInput) -> PreparedDocument:
-        """Tokenize and lay out a document (cached by content: a further question reuses it)."""
+    def prepare(self, doc: DocumentInput, images: Optional[Sequence] = None) -> PreparedDocument:
+        """Tokenize and lay out a document (cached by content: a further question reuses it).
+        ``images`` (and ``Document.images``): their OCR text is inserted at their anchors."""
         if isinstance(doc, PreparedDocument):
+            if images:
+                raise TypeError("this document is already prepared; pass images to prepare(doc, images)")
             return doc
         document = load_document(doc)
+        if images or document.images:
+            from .vision.pipeline import prepare_with_images
+            return prepare_with_images(self, document, images)
         key = hashlib.sha1(document.text.encode("utf-8", "surrogatepass")).hexdigest() + repr(document.page_starts)
         if key in self._cache:
             self._cache.move_to_end(key)
@@ -235,7 +257,9 @@ class Reader:
             self._check_fits(prepared.inputs.input_ids.shape[1])
             d = prepared.inputs
             to = lambda t: t.to(self.device)  # noqa: E731
-            prepared.states = self.model.encode_document(to(d.input_ids), to(d.position_ids), to(d.token_type_ids))
+            k = self.model.config.question_free_layers
+            with layer_progress(self.model.layers[:k], d.input_ids.shape[1], "encoding document", self.progress):
+                prepared.states = self.model.encode_document(to(d.input_ids), to(d.position_ids), to(d.token_type_ids))
             prepared.states_key = key
         return prepared.states
 
@@ -249,18 +273,31 @@ class Reader:
         states = self._document_states(prepared)
         q_states = self.model.encode_question(to(q.input_ids), to(q.position_ids), to(q.token_type_ids))
         d = prepared.inputs
-        out = self.model.read(q_states, states, to(d.chunk_ids), d.num_chunks)
+        k = self.model.config.question_free_layers
+        with layer_progress(self.model.layers[k:], states.shape[1], "reading", self.progress):
+            out = self.model.read(q_states, states, to(d.chunk_ids), d.num_chunks,
+                                  image_context=self._image_context(prepared))
         lq = q.input_ids.shape[1]
         return out.start_logits[0, lq:], out.end_logits[0, lq:]
 
+    def _image_context(self, prepared: PreparedDocument):
+        """Patch embeddings for the model's image fusion layers (None: no images or no fusion)."""
+        if prepared.reading is None or self.model.fusion is None:
+            return None
+        from .vision.fusion import image_context
+        return image_context(self.model, prepared)
+
     def answer(self, doc: DocumentInput, question: str = None, images: Optional[Sequence] = None,
                top_k: Optional[int] = None, max_answer_tokens: Optional[int] = None) -> Answer:
-        """The best answer span in ``doc`` for ``question``, with ``top_k - 1`` alternatives."""
-        if images:
-            raise NotImplementedError("images are not read yet: this version answers from text only; "
-                                      "pass images=None")
-        prepared = self.prepare(doc)
+        """The best answer span in ``doc`` for ``question``, with ``top_k - 1`` alternatives.
+        ``images``: see :meth:`prepare`; an answer read inside an image says so (``source``,
+        ``image``, ``image_name``, ``box``)."""
+        prepared = self.prepare(doc, images)
         start_logits, end_logits = self.logits(prepared, question)
+        if self.config.retrieval_weight:
+            bonus = self.retrieval_prior(prepared, question) * (self.config.retrieval_weight
+                                                                 * self.config.temperature / 2)
+            start_logits, end_logits = start_logits + bonus, end_logits + bonus
         spans = best_spans(start_logits, end_logits, top_k=top_k or self.config.top_k,
                            max_answer_tokens=max_answer_tokens or self.config.max_answer_tokens,
                            temperature=self.config.temperature)
@@ -269,14 +306,35 @@ class Reader:
         best.alternatives = answers[1:]
         return best
 
+    @property
+    def retriever(self):
+        """The sentence-embedding retriever behind the passage prior (loaded on first use)."""
+        if self._retriever is None:
+            from .retrieval import ChunkRetriever
+
+            self._retriever = ChunkRetriever.from_pretrained(self.config.retriever, device=self.device,
+                                                             dtype=self.dtype, max_tokens=512)
+        return self._retriever
+
+    def retrieval_prior(self, prepared: PreparedDocument, question: str) -> torch.Tensor:
+        """log p(passage | question) for every document token, (n,) float32 (see longread/retrieval.py)."""
+        from .retrieval import passage_log_prior
+
+        prior = passage_log_prior(self.retriever, prepared, question, self.config.retrieval_temperature)
+        return prior.to(self.device)
+
     def _to_answer(self, prepared: PreparedDocument, span, question: str) -> Answer:
         doc, offsets = prepared.document, prepared.tokens.offsets
         start, end = int(offsets[span.start, 0]), int(offsets[span.end, 1])
         c0 = max(0, start - CONTEXT_CHARS)
         c1 = min(len(doc.text), end + CONTEXT_CHARS)
-        return Answer(text=doc.text[start:end], start=start, end=end, score=span.score,
-                      chunk=int(prepared.inputs.token_chunk[span.start]), page=doc.page_of(start),
-                      context=doc.text[c0:c1], context_start=c0, question=question)
+        ans = Answer(text=doc.text[start:end], start=start, end=end, score=span.score,
+                     chunk=int(prepared.inputs.token_chunk[span.start]), page=doc.page_of(start),
+                     context=doc.text[c0:c1], context_start=c0, question=question)
+        found = prepared.reading.locate(start, end) if prepared.reading is not None else None
+        if found is not None:
+            ans.source, ans.image, ans.image_name, ans.box = "image", found[0], found[1], list(found[2])
+        return ans
 
 
 def _with_options(config: ReaderConfig, options: dict) -> ReaderConfig:

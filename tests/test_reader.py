@@ -338,8 +338,9 @@ def test_reader_type_errors(reader, doc, question, match):
         reader.answer(doc, question)
 
 
-def test_images_not_implemented(reader):
-    with pytest.raises(NotImplementedError, match="images"):
+def test_images_of_an_unknown_type(reader):
+    pytest.importorskip("PIL")
+    with pytest.raises(TypeError, match="image 'image 0' must be bytes, a path"):
         reader.answer("Some text.", "What?", images=[object()])
     reader.answer("Some text.", "What?", images=[])          # empty is fine
     reader.answer("Some text.", "What?", images=None)

@@ -58,6 +58,12 @@ def parse_args(argv=None):
     p.add_argument("--patience", type=int, default=4)
     p.add_argument("--holdout-articles", type=int, default=5)
     p.add_argument("--cloze", type=int, default=3000, help="synthetic cloze questions from Wikipedia leads")
+    p.add_argument("--covid-repeat", type=int, default=1,
+                   help="COVID-QA train windows per question per epoch (each at its own random offset/length)")
+    p.add_argument("--covid-target-tokens", default=None,
+                   help="window lengths for COVID-QA articles (default: --target-tokens)")
+    p.add_argument("--init-from", default=None,
+                   help="continue from a reader directory written by this script (its delta.safetensors)")
     p.add_argument("--device", default=None)
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
@@ -141,6 +147,15 @@ def main(argv=None):
                           max_position_embeddings=model.config.max_position_embeddings)
     torch.nn.init.normal_(model.qa_head.weight, std=0.02)
     torch.nn.init.zeros_(model.qa_head.bias)
+    if args.init_from and args.lora_rank > 0:
+        raise SystemExit("--init-from continues a full delta; it cannot be combined with --lora-rank")
+    if args.init_from:
+        from safetensors.torch import load_file
+
+        from ..reader import apply_delta
+
+        apply_delta(model, load_file(str(Path(args.init_from) / DELTA_NAME)))
+        print(f"initialised from {args.init_from}")
     lora_scale = 1.0
     upper = rf"layers\.([{args.question_free_layers}-9]|\d\d+)\."
     if args.lora_rank > 0:
@@ -164,7 +179,8 @@ def main(argv=None):
     entries = wiki.values() if isinstance(wiki, dict) else wiki         # {title: {title, extract, ...}}
     haystack = [w["extract"] for w in entries if len(w.get("extract", "")) > 200]
     targets = [int(t) for t in args.target_tokens.split(",")]
-    hold = (build_examples(covid_held, tokenizer, layout, targets, haystack, seed=1)
+    covid_targets = [int(t) for t in (args.covid_target_tokens or args.target_tokens).split(",")]
+    hold = (build_examples(covid_held, tokenizer, layout, covid_targets, haystack, seed=1)
             + build_examples(xquad_held, tokenizer, layout, targets, haystack, seed=1, long_context=True))
     print(f"train records {len(covid_train) + len(xquad_train)}, held-out examples {len(hold)}")
 
@@ -172,7 +188,10 @@ def main(argv=None):
     print(f"cloze questions {len(cloze)}, e.g. {cloze[0].question!r} -> {cloze[0].answer_text!r}" if cloze else "")
 
     def epoch_examples(epoch):
-        return (build_examples(covid_train, tokenizer, layout, targets, haystack, seed=100 + epoch)
+        covid = [ex for r in range(args.covid_repeat)
+                 for ex in build_examples(covid_train, tokenizer, layout, covid_targets, haystack,
+                                          seed=100 + epoch + 1000 * r)]
+        return (covid
                 + build_examples(xquad_train + cloze, tokenizer, layout, targets, haystack, seed=200 + epoch,
                                  long_context=True))
 
