@@ -24,6 +24,7 @@ DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
 CONFIG_NAME = "longread_config.json"
 WEIGHTS_NAME = "model.safetensors"
 DELTA_NAME = "delta.safetensors"
+FUSION_NAME = "fusion.safetensors"
 CONTEXT_CHARS = 160
 # encoder fields a reader sets on top of an imported base checkpoint
 _READER_ONLY_FIELDS = ("attention_window", "question_free_layers", "chunk_signal", "hidden_dropout_prob",
@@ -160,6 +161,7 @@ class Reader:
         from transformers import AutoTokenizer
 
         path = DEFAULT_MODEL_DIR if name_or_path is None else resolve_path(str(name_or_path))
+        saved: dict = {}
         if (path / CONFIG_NAME).exists():
             with open(path / CONFIG_NAME) as f:
                 saved = json.load(f)
@@ -193,6 +195,11 @@ class Reader:
                                   summary_tokens=False)
             config = ReaderConfig(layout=layout)
             tok_dir = path
+        if saved.get("fusion"):
+            from .vision.fusion import load_fusion
+
+            vision = {k: v for k, v in saved["fusion"].get("vision", {}).items() if k != "out_dim"}
+            load_fusion(model, path / saved["fusion"]["file"], saved["fusion"]["layers"], vision_config=vision)
         config = _with_options(config, options)
         tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
         return cls(model, tokenizer, config, device=device, dtype=dtype)
@@ -203,10 +210,23 @@ class Reader:
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        reader = asdict(self.config)
+        meta = {"encoder": self.model.config.to_dict(), "reader": asdict(self.config), "base": None}
+        if self.model.fusion is not None:           # image fusion layers + vision tower: their own file
+            from .vision.fusion import save_fusion
+
+            from .vision.patch_encoder import PatchEncoder
+
+            if not isinstance(self.model.vision, PatchEncoder):
+                raise NotImplementedError("save_pretrained stores fusion layers with the project's PatchEncoder; "
+                                          "with a pretrained vision tower, save the fusion with "
+                                          "longread.vision.fusion.save_fusion and keep the tower's directory")
+            save_fusion(self.model, path / FUSION_NAME)
+            meta["fusion"] = {"file": FUSION_NAME, "layers": sorted(int(i) for i in self.model.fusion),
+                              "vision": self.model.vision.config.to_dict()}
         with open(path / CONFIG_NAME, "w") as f:
-            json.dump({"encoder": self.model.config.to_dict(), "reader": reader, "base": None}, f, indent=2)
-        state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in self.model.state_dict().items()}
+            json.dump(meta, f, indent=2)
+        state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in self.model.state_dict().items()
+                 if not k.startswith(("fusion.", "vision."))}
         save_file(state, str(path / WEIGHTS_NAME))
         self.tokenizer.save_pretrained(str(path))
 

@@ -155,3 +155,21 @@ def test_grounding_benchmark_runs_with_a_saved_fusion(tiny_dir, tmp_path):  # no
     for row in rows:
         assert set(row["accuracy"]) == {"images", "no images", "gate 0"} and row["chance"] == 0.25
         assert all(0.0 <= a <= 1.0 for a in row["accuracy"].values())
+
+
+def test_save_pretrained_round_trips_the_fusion(reader, tmp_path):
+    from longread.reader import Reader
+
+    attach_fusion(reader.model, vision=PatchEncoder(PatchEncoderConfig(out_dim=64, width=32, heads=2)))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for layer in reader.model.fusion.values():
+            layer.gate.fill_(0.5)
+        for p in reader.model.vision.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    before, _ = reader.logits(reader.prepare(DOC, images()), QUESTION)
+    reader.save_pretrained(tmp_path / "fused")
+    loaded = Reader.from_pretrained(tmp_path / "fused", device="cpu", dtype=reader.dtype)
+    assert loaded.model.fusion is not None and sorted(loaded.model.fusion) == sorted(reader.model.fusion)
+    after, _ = loaded.logits(loaded.prepare(DOC, images()), QUESTION)
+    torch.testing.assert_close(after, before)

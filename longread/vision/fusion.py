@@ -120,8 +120,11 @@ def save_fusion(model, path) -> None:
     save_file({k: v.detach().float().contiguous() for k, v in state.items()}, str(Path(path)))
 
 
-def load_fusion(model, path, layers: Optional[Sequence[int]] = None, **vision_config) -> nn.Module:
-    """Attach fusion + PatchEncoder to ``model`` and load weights written by :func:`save_fusion`."""
+def load_fusion(model, path, layers: Optional[Sequence[int]] = None, vision_config: Optional[dict] = None,
+                **vision_options) -> nn.Module:
+    """Attach fusion + PatchEncoder to ``model`` and load weights written by :func:`save_fusion`.
+    ``vision_config`` (a ``PatchEncoderConfig.to_dict()``, out_dim excluded) and ``vision_options``
+    configure the PatchEncoder."""
     from safetensors.torch import load_file
 
     from .patch_encoder import vision_tower
@@ -129,7 +132,8 @@ def load_fusion(model, path, layers: Optional[Sequence[int]] = None, **vision_co
     state = load_file(str(path))
     if layers is None:
         layers = sorted({int(k.split(".")[1]) for k in state if k.startswith("fusion.")})
-    attach_fusion(model, layers, vision_tower(model.config.hidden_size, **vision_config))
+    vision = {**(vision_config or {}), **vision_options}
+    attach_fusion(model, layers, vision_tower(model.config.hidden_size, **vision))
     model.fusion.load_state_dict({k[7:]: v for k, v in state.items() if k.startswith("fusion.")})
     model.vision.load_state_dict({k[7:]: v for k, v in state.items() if k.startswith("vision.")})
     return model
