@@ -33,7 +33,6 @@ def best_spans(start_logits: torch.Tensor, end_logits: torch.Tensor, top_k: int 
     le = torch.log_softmax(end_logits.float() / temperature, dim=0)              # (n,)
     k = min(candidates, n)
     width = min(max_answer_tokens, n)
-    offs = torch.arange(width, device=ls.device)
     # best end for each top start, and best start for each top end
     starts = torch.topk(ls, k).indices                                           # (k,)
     ends = torch.topk(le, k).indices
@@ -41,13 +40,29 @@ def best_spans(start_logits: torch.Tensor, end_logits: torch.Tensor, top_k: int 
     # span is a candidate even when its start and its end are each outside the top k
     reach = F.pad(ls, (width - 1, 0), value=float("-inf")).unfold(0, width, 1)   # (n, width)
     joint_ends = torch.topk(reach.max(dim=1).values + le, k).indices
-    ends = torch.cat([ends, joint_ends])
+    cand_s, cand_e = candidate_pairs(starts, torch.cat([ends, joint_ends]), width, n)
+    return select_spans(cand_s, cand_e, ls[cand_s] + le[cand_e], top_k, max_answer_tokens)
+
+
+def candidate_pairs(starts: torch.Tensor, ends: torch.Tensor, width: int, n: int):
+    """(start, end) token pairs to score: every top start with the ``width`` ends from it on,
+    every candidate end with the ``width`` starts up to it. starts (k,), ends (k2,) ->
+    two (k + k2, width) tensors (pairs past the document's edges are clamped, then invalid)."""
+    offs = torch.arange(width, device=starts.device)
+    k, k2 = starts.shape[0], ends.shape[0]
     cand_s = torch.cat([starts[:, None].expand(k, width), (ends[:, None] - offs).clamp(min=0)])
-    cand_e = torch.cat([(starts[:, None] + offs).clamp(max=n - 1), ends[:, None].expand(2 * k, width)])
+    cand_e = torch.cat([(starts[:, None] + offs).clamp(max=n - 1), ends[:, None].expand(k2, width)])
+    return cand_s, cand_e
+
+
+def select_spans(cand_s: torch.Tensor, cand_e: torch.Tensor, scores: torch.Tensor, top_k: int,
+                 max_answer_tokens: int) -> List[Span]:
+    """The ``top_k`` best valid pairs (``0 <= end - start < max_answer_tokens``) by log-score,
+    skipping any that overlaps a better one. Ties keep candidate order (stable sort), so every
+    caller given the same candidates returns the same spans."""
     valid = (cand_e >= cand_s) & (cand_e - cand_s < max_answer_tokens)
-    scores = torch.where(valid, ls[cand_s] + le[cand_e], torch.full_like(ls[cand_s], float("-inf")))
-    flat = scores.flatten()
-    order = torch.argsort(flat, descending=True)
+    flat = torch.where(valid, scores, torch.full_like(scores, float("-inf"))).flatten()
+    order = torch.argsort(flat, descending=True, stable=True)
     flat_s, flat_e = cand_s.flatten().tolist(), cand_e.flatten().tolist()
     spans: List[Span] = []
     for idx in order.tolist():

@@ -20,7 +20,7 @@ from typing import List
 import torch
 import torch.nn.functional as F
 
-from ..decoding import Span
+from ..decoding import Span, candidate_pairs, select_spans
 from .comm import all_gather_rows, all_reduce_, exchange_halo, global_logsumexp, rank_and_world
 
 
@@ -58,27 +58,12 @@ def distributed_best_spans(start_logits: torch.Tensor, end_logits: torch.Tensor,
     ls, le = s - norm[0], e - norm[1]                                            # (n_r,) log-probs
     k = min(candidates, n)
     width = min(max_answer_tokens, n)
-    offs = torch.arange(width, device=ls.device)
     starts = _global_topk(ls, offset, k, group)                                  # (k,)
     ends = _global_topk(le, offset, k, group)
     halo, _ = exchange_halo(ls[None], width - 1, 0, group)                        # previous rank's tail
     before = F.pad(halo[0], (width - 1 - halo.shape[1], 0), value=float("-inf"))
     reach = torch.cat([before, ls]).unfold(0, width, 1)                          # (n_r, width)
     joint_ends = _global_topk(reach.max(dim=1).values + le, offset, k, group)
-    ends = torch.cat([ends, joint_ends])
-    cand_s = torch.cat([starts[:, None].expand(k, width), (ends[:, None] - offs).clamp(min=0)])
-    cand_e = torch.cat([(starts[:, None] + offs).clamp(max=n - 1), ends[:, None].expand(2 * k, width)])
-    valid = (cand_e >= cand_s) & (cand_e - cand_s < max_answer_tokens)
+    cand_s, cand_e = candidate_pairs(starts, torch.cat([ends, joint_ends]), width, n)
     joint = _gather_at(ls, offset, cand_s, group) + _gather_at(le, offset, cand_e, group)
-    flat = torch.where(valid, joint, torch.full_like(joint, float("-inf"))).flatten()
-    order = torch.argsort(flat, descending=True, stable=True)
-    flat_s, flat_e = cand_s.flatten().tolist(), cand_e.flatten().tolist()
-    spans: List[Span] = []
-    for idx in order.tolist():
-        if flat[idx] == float("-inf") or len(spans) >= top_k:
-            break
-        a, b = flat_s[idx], flat_e[idx]
-        if any(a <= kept.end and kept.start <= b for kept in spans):
-            continue
-        spans.append(Span(a, b, float(flat[idx].exp())))
-    return spans
+    return select_spans(cand_s, cand_e, joint, top_k, max_answer_tokens)
