@@ -456,11 +456,8 @@ def build_systems(args, reader, samples, result) -> dict:
         hf = hf.to(device=reader.device, dtype=reader.dtype)
         systems["hf-window"] = WindowSystem(HFWindowQA(hf, reader.tokenizer, reader.device,
                                                        max_answer_len=reader.config.max_answer_tokens), reader.device)
-    if "retrieve-read" in args.systems:
-        from longread.retrieval import ChunkRetriever
-
-        systems["retrieve-read"] = RetrieveRead(reader, ChunkRetriever.from_pretrained(device=reader.device),
-                                                args.top_chunks)
+    if "retrieve-read" in args.systems:        # the reader's own retriever: one copy of MiniLM in memory
+        systems["retrieve-read"] = RetrieveRead(reader, reader.retriever, args.top_chunks)
     if "longformer" in args.systems:
         systems["longformer"] = LongformerSystem(reader, args.longformer_max_tokens, reader.device)
     return systems

@@ -78,7 +78,7 @@ class PreparedDocument:
     states: Optional[torch.Tensor] = None     # (1, n, hidden) after the question-free layers
     states_key: Optional[tuple] = None
     reading: Optional[object] = None          # vision.reading.ReadingText when the document has images
-    passages: Optional[tuple] = None          # (token -> passage (n,), passage embeddings (P, d)), cached
+    passages: Optional[dict] = None           # (lo, hi) -> (token -> passage, passage embeddings (P, d))
 
     @property
     def num_tokens(self) -> int:

@@ -96,15 +96,25 @@ def passage_bounds(tokens) -> np.ndarray:
     return np.append(starts[starts < n], n).astype(np.int64)
 
 
-def passage_log_prior(retriever: ChunkRetriever, prepared, question: str, temperature: float) -> torch.Tensor:
-    """log p(passage | question) of the passage holding each document token: (n,) float32.
-    The passages' embeddings are computed once per prepared document and cached on it."""
-    if getattr(prepared, "passages", None) is None or len(prepared.passages) != 2:   # (3: a shard's, parallel/)
+def passage_cosines(retriever: ChunkRetriever, prepared, question: str, lo: int = 0, hi: Optional[int] = None):
+    """Cosine of ``question`` to every passage of tokens ``[lo, hi)`` (default: the whole
+    document; ``lo``/``hi`` must be chunk starts, so no passage is cut). Returns (token -> passage
+    index (hi - lo,), cosines (P,)). Passage embeddings are cached on ``prepared`` per range."""
+    hi = prepared.tokens.num_tokens if hi is None else hi
+    if prepared.passages is None:
+        prepared.passages = {}
+    if (lo, hi) not in prepared.passages:
         bounds = passage_bounds(prepared.tokens)
+        bounds = bounds[(bounds >= lo) & (bounds <= hi)]
         ids = prepared.tokens.input_ids
         emb = retriever.embed_ids([ids[a:b].tolist() for a, b in zip(bounds[:-1], bounds[1:])])   # (P, d)
-        token_passage = torch.from_numpy(np.repeat(np.arange(len(bounds) - 1), np.diff(bounds)))  # (n,)
-        prepared.passages = (token_passage, emb)
-    token_passage, emb = prepared.passages
-    cosine = retriever.scores(question, emb)                                                      # (P,)
+        token_passage = torch.from_numpy(np.repeat(np.arange(len(bounds) - 1), np.diff(bounds)))  # (hi - lo,)
+        prepared.passages[(lo, hi)] = (token_passage, emb)
+    token_passage, emb = prepared.passages[(lo, hi)]
+    return token_passage, retriever.scores(question, emb)
+
+
+def passage_log_prior(retriever: ChunkRetriever, prepared, question: str, temperature: float) -> torch.Tensor:
+    """log p(passage | question) of the passage holding each document token: (n,) float32."""
+    token_passage, cosine = passage_cosines(retriever, prepared, question)
     return chunk_log_prior(cosine, temperature)[token_passage]

@@ -5,7 +5,7 @@ import torch
 
 from longread.decoding import best_spans
 from longread.lora import trainable_delta
-from longread.retrieval import ChunkRetriever, chunk_log_prior, passage_bounds
+from longread.retrieval import ChunkRetriever, chunk_log_prior, passage_bounds, passage_cosines
 
 from _tiny_reader import build_tiny_checkpoint
 
@@ -74,7 +74,7 @@ def test_reader_fuses_the_prior_into_span_scores(tiny_reader):
     question = "Who discovered penicillin?"
     prepared = tiny_reader.prepare(text)
     prior = tiny_reader.retrieval_prior(prepared, question)                  # (n,)
-    token_passage, _ = prepared.passages
+    token_passage, _ = passage_cosines(tiny_reader.retriever, prepared, question)
     per_passage = torch.stack([prior[token_passage == p][0] for p in range(int(token_passage.max()) + 1)])
     assert torch.logsumexp(per_passage, 0).abs() < 1e-5
     first_token_of_fleming = prepared.tokens.offsets[:, 0].searchsorted(text.index("Alexander"))

@@ -137,20 +137,11 @@ def shard_retrieval_prior(reader, prepared: PreparedDocument, question: str, sha
     """``reader.retrieval_prior`` for this rank's tokens, (n_r,) float32: the rank embeds only the
     passages of its shard (passages never cross a chunk, shards are whole chunks) and the softmax
     normaliser over all passages is reduced across ranks."""
-    from ..retrieval import passage_bounds
+    from ..retrieval import passage_cosines
 
     lo, hi = shard.offset, shard.offset + len(shard.start_logits)
-    key = ("shard-passages", lo, hi)
-    cached = getattr(prepared, "passages", None)
-    if cached is None or len(cached) != 3 or cached[2] != key:
-        bounds = passage_bounds(prepared.tokens)
-        mine = bounds[(bounds >= lo) & (bounds <= hi)]                       # this shard's passage bounds
-        ids = prepared.tokens.input_ids
-        emb = reader.retriever.embed_ids([ids[a:b].tolist() for a, b in zip(mine[:-1], mine[1:])])
-        token_passage = torch.from_numpy(np.repeat(np.arange(len(mine) - 1), np.diff(mine)))
-        prepared.passages = (token_passage, emb, key)
-    token_passage, emb, _ = prepared.passages
-    logits = reader.retriever.scores(question, emb).float() / reader.config.retrieval_temperature   # (P_r,)
+    token_passage, cosine = passage_cosines(reader.retriever, prepared, question, lo, hi)
+    logits = cosine.float() / reader.config.retrieval_temperature                 # (P_r,)
     norm = global_logsumexp(logits, group)
     return (logits - norm)[token_passage].to(shard.start_logits.device)
 

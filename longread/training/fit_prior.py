@@ -19,7 +19,7 @@ import torch
 from ..decoding import best_spans
 from ..metrics import text_em_f1
 from ..reader import CONFIG_NAME, Reader
-from ..retrieval import chunk_log_prior, passage_log_prior
+from ..retrieval import chunk_log_prior, passage_cosines
 from .data import load_squad_records
 from .train import split_articles
 
@@ -33,9 +33,7 @@ def collect(reader: Reader, records):
     for rec in records:
         prepared = reader.prepare(rec.context)
         start, end = reader.logits(prepared, rec.question)
-        passage_log_prior(reader.retriever, prepared, rec.question, 1.0)   # fills the cache
-        token_passage, emb = prepared.passages
-        cosine = reader.retriever.scores(rec.question, emb)
+        token_passage, cosine = passage_cosines(reader.retriever, prepared, rec.question)
         rows.append((prepared, start.float().cpu(), end.float().cpu(), token_passage, cosine, rec.answer_text))
     return rows
 
