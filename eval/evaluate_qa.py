@@ -60,6 +60,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help=f"{QUICK_COVID_QUESTIONS} COVID-QA questions from the {QUICK_COVID_ARTICLES} shortest "
                         f"articles + {QUICK_HAYSTACK_QUESTIONS} haystack questions at 4096 tokens")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--xquad-questions", choices=("heldout", "all"), default="heldout",
+                   help="heldout (default): only XQuAD articles the training script holds out (its --seed 0 "
+                        "split, which needs --covidqa-train), never trained on; all: every XQuAD question")
+    p.add_argument("--covidqa-train", default=str(DATA_DIR / "covidqa" / "train.json"),
+                   help="COVID-QA train file (the training split draws its held-out articles first)")
     p.add_argument("--device", default=None, help="cpu / cuda (default: cuda if available)")
     p.add_argument("--dtype", default="auto", help="auto (the reader's default), float32, bfloat16")
     p.add_argument("--threads", type=int, default=None,
@@ -199,9 +204,30 @@ def build_haystack(needle: str, exclude_title: str, pool: FillerPool, target_tok
     return {"text": text, "needle": (start, start + len(needle)), "depth": start / max(1, len(text) - len(needle))}
 
 
-def haystack_questions(xquad_path, n_questions: int, seed: int) -> List[dict]:
-    """Whole paragraphs drawn in a seeded order until ``n_questions`` questions are collected."""
+def heldout_question_ids(covidqa_train: str, xquad_path: str) -> set:
+    """Ids of the XQuAD questions the training script holds out (same files, same seed-0 draws:
+    COVID-QA train articles first, then 6 XQuAD articles)."""
+    import random
+
+    from longread.training.data import load_squad_records
+    from longread.training.train import HOLDOUT_ARTICLES, XQUAD_HOLDOUT_ARTICLES, split_articles
+
+    if not Path(covidqa_train).is_file():
+        raise SystemExit(f"--xquad-questions heldout needs the COVID-QA train file ({covidqa_train} not found): "
+                         "pass --covidqa-train PATH, or --xquad-questions all")
+    rng = random.Random(0)
+    split_articles(load_squad_records(covidqa_train), HOLDOUT_ARTICLES, rng)
+    _, held = split_articles(load_squad_records(xquad_path), XQUAD_HOLDOUT_ARTICLES, rng)
+    return {r.id for r in held}
+
+
+def haystack_questions(xquad_path, n_questions: int, seed: int, keep_ids: Optional[set] = None) -> List[dict]:
+    """Whole paragraphs drawn in a seeded order until ``n_questions`` questions are collected
+    (only questions in ``keep_ids`` when given)."""
     paragraphs = [d for d in load_squad(xquad_path) if d["qas"]]
+    if keep_ids is not None:
+        paragraphs = [{**d, "qas": [q for q in d["qas"] if q["id"] in keep_ids]} for d in paragraphs]
+        paragraphs = [d for d in paragraphs if d["qas"]]
     order = np.random.default_rng(seed).permutation(len(paragraphs))
     chosen, count = [], 0
     for i in order:
@@ -261,7 +287,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
               "model": reader_description(reader, args.model),
               "settings": {"quick": args.quick, "limit": args.limit, "seed": args.seed,
                            "haystack_tokens": args.haystack_tokens, "haystack_questions": args.haystack_questions,
-                           "covidqa": args.covidqa, "xquad": args.xquad, "wiki": args.wiki},
+                           "covidqa": args.covidqa, "xquad": args.xquad, "xquad_questions": args.xquad_questions,
+                           "wiki": args.wiki},
               "sets": {}}
     predictions: Dict[str, List[dict]] = {}
 
@@ -273,7 +300,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
 
     if "haystack" in args.sets and args.haystack_tokens:
         n = args.haystack_questions if args.limit is None else min(args.haystack_questions, args.limit)
-        paragraphs = haystack_questions(args.xquad, n, args.seed)
+        keep = heldout_question_ids(args.covidqa_train, args.xquad) if args.xquad_questions == "heldout" else None
+        paragraphs = haystack_questions(args.xquad, n, args.seed, keep)
         pool = FillerPool(load_wiki(args.wiki), reader.tokenizer)
         for target in args.haystack_tokens:
             records = []

@@ -31,7 +31,9 @@ def answer(doc: DocumentInput, images: Optional[Sequence] = None, question: str 
     """
     if question is None:
         raise TypeError("answer() needs a question: answer(doc, question='...')")
-    reader = default_reader(device, dtype) if model is None else Reader.from_pretrained(model, device=device,
-                                                                                       dtype=dtype)
+    if model is None:
+        reader = default_reader(device, dtype)
+    else:
+        reader = Reader.from_pretrained(model, device=device, dtype=dtype)
     return reader.answer(doc, question=question, images=images, top_k=top_k,
                          max_answer_tokens=max_answer_tokens)

@@ -212,8 +212,8 @@ def resolve_path(name_or_path: str) -> Path:
     try:
         from huggingface_hub import snapshot_download
 
-        return Path(snapshot_download(name_or_path, allow_patterns=["*.json", "*.safetensors", "*.bin", "*.txt",
-                                                                     "*.model", "merges.txt"]))
+        patterns = ["*.json", "*.safetensors", "*.bin", "*.txt", "*.model", "merges.txt"]
+        return Path(snapshot_download(name_or_path, allow_patterns=patterns))
     except Exception as exc:  # network errors, unknown repos, offline mode
         raise CheckpointError(f"{name_or_path!r} is not a local directory and could not be fetched from the "
                               f"Hugging Face hub ({type(exc).__name__}: {exc}). Pass a local checkpoint "

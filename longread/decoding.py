@@ -3,9 +3,18 @@
 Scores are probabilities under one softmax over every document token (start and end, each
 divided by the calibration temperature): spans from different chunks compete in the same
 distribution, and a span's score is P(start) * P(end).
+
+The answer is by default the most probable span. With ``mbr_temperature > 0`` it is the
+minimum-Bayes-risk choice instead: among the ``mbr_candidates`` most probable spans, the one with
+the highest expected token-overlap F1 against the others, each weighted by
+``exp(log P(span) / mbr_temperature)``. When the reader is sure of a short span that span wins;
+when its boundaries are uncertain, a span covering the likely region does (SQuAD F1, the metric
+of extractive QA, rewards it in expectation).
 """
 from __future__ import annotations
 
+import itertools
+import math
 from dataclasses import dataclass
 from typing import List
 
@@ -21,11 +30,13 @@ class Span:
 
 
 def best_spans(start_logits: torch.Tensor, end_logits: torch.Tensor, top_k: int = 5,
-               max_answer_tokens: int = 30, temperature: float = 1.0, candidates: int = 32) -> List[Span]:
+               max_answer_tokens: int = 30, temperature: float = 1.0, candidates: int = 32,
+               mbr_temperature: float = 0.0, mbr_candidates: int = 64) -> List[Span]:
     """start_logits, end_logits: (n,) over document tokens. Returns up to top_k spans, best first,
     with ``0 <= end - start < max_answer_tokens``; a span overlapping a better one is skipped, so
-    alternatives are distinct places. Cost O(n * max_answer_tokens) (a sliding max) plus
-    O(candidates * max_answer_tokens)."""
+    alternatives are distinct places. ``mbr_temperature``/``mbr_candidates``: see the module
+    docstring (0: the most probable span first). Cost O(n * max_answer_tokens) (a sliding max)
+    plus O(candidates * max_answer_tokens + mbr_candidates^2)."""
     n = start_logits.shape[0]
     if n == 0:
         return []
@@ -41,7 +52,8 @@ def best_spans(start_logits: torch.Tensor, end_logits: torch.Tensor, top_k: int 
     reach = F.pad(ls, (width - 1, 0), value=float("-inf")).unfold(0, width, 1)   # (n, width)
     joint_ends = torch.topk(reach.max(dim=1).values + le, k).indices
     cand_s, cand_e = candidate_pairs(starts, torch.cat([ends, joint_ends]), width, n)
-    return select_spans(cand_s, cand_e, ls[cand_s] + le[cand_e], top_k, max_answer_tokens)
+    return select_spans(cand_s, cand_e, ls[cand_s] + le[cand_e], top_k, max_answer_tokens,
+                        mbr_temperature, mbr_candidates)
 
 
 def candidate_pairs(starts: torch.Tensor, ends: torch.Tensor, width: int, n: int):
@@ -56,20 +68,51 @@ def candidate_pairs(starts: torch.Tensor, ends: torch.Tensor, width: int, n: int
 
 
 def select_spans(cand_s: torch.Tensor, cand_e: torch.Tensor, scores: torch.Tensor, top_k: int,
-                 max_answer_tokens: int) -> List[Span]:
-    """The ``top_k`` best valid pairs (``0 <= end - start < max_answer_tokens``) by log-score,
-    skipping any that overlaps a better one. Ties keep candidate order (stable sort), so every
-    caller given the same candidates returns the same spans."""
+                 max_answer_tokens: int, mbr_temperature: float = 0.0, mbr_candidates: int = 64) -> List[Span]:
+    """The ``top_k`` best valid pairs (``0 <= end - start < max_answer_tokens``), skipping any that
+    overlaps a better one. "Best" is the log-score (``scores``, log P(span)), or with
+    ``mbr_temperature > 0`` the expected F1 among the ``mbr_candidates`` most probable distinct
+    pairs (see :func:`expected_f1`), those pairs first. Ties keep candidate order (stable sorts),
+    so every caller given the same candidates returns the same spans. A span's ``score`` is always
+    its probability."""
     valid = (cand_e >= cand_s) & (cand_e - cand_s < max_answer_tokens)
     flat = torch.where(valid, scores, torch.full_like(scores, float("-inf"))).flatten()
     order = torch.argsort(flat, descending=True, stable=True)
     flat_s, flat_e = cand_s.flatten().tolist(), cand_e.flatten().tolist()
+
+    def distinct():                                          # valid pairs, most probable first, once each
+        seen = set()
+        for idx in order.tolist():
+            if flat[idx] == float("-inf"):
+                return
+            pair = (flat_s[idx], flat_e[idx])
+            if pair not in seen:
+                seen.add(pair)
+                yield pair[0], pair[1], float(flat[idx])
+
+    ranked = distinct()
+    if mbr_temperature > 0:
+        pool = list(itertools.islice(ranked, mbr_candidates))
+        if len(pool) > 1:
+            gain = expected_f1(torch.tensor([[a, b] for a, b, _ in pool]),
+                               torch.tensor([c for _, _, c in pool], dtype=torch.float64), mbr_temperature)
+            pool = [pool[i] for i in torch.argsort(gain, descending=True, stable=True).tolist()]
+        ranked = itertools.chain(pool, ranked)
     spans: List[Span] = []
-    for idx in order.tolist():
-        if flat[idx] == float("-inf") or len(spans) >= top_k:
+    for s, e, log_score in ranked:
+        if len(spans) >= top_k:
             break
-        s, e = flat_s[idx], flat_e[idx]
         if any(s <= kept.end and kept.start <= e for kept in spans):
             continue
-        spans.append(Span(s, e, float(flat[idx].exp())))
+        spans.append(Span(s, e, math.exp(log_score)))
     return spans
+
+
+def expected_f1(pairs: torch.Tensor, log_scores: torch.Tensor, mbr_temperature: float) -> torch.Tensor:
+    """pairs (m, 2) inclusive token spans, log_scores (m,). Returns (m,): each span's expected
+    token-overlap F1 against the spans weighted by softmax(log_scores / mbr_temperature)."""
+    p = torch.softmax(log_scores.double() / mbr_temperature, dim=0)                 # (m,)
+    a, b = pairs[:, 0].double(), pairs[:, 1].double()
+    overlap = (torch.minimum(b[:, None], b[None]) - torch.maximum(a[:, None], a[None]) + 1).clamp(min=0)
+    f1 = 2 * overlap / ((b - a + 1)[:, None] + (b - a + 1)[None])                   # (m, m)
+    return f1 @ p

@@ -32,7 +32,8 @@ class LoRALinear(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x):
-        return F.linear(x, self.weight, self.bias) + F.linear(F.linear(self.drop(x), self.lora_A), self.lora_B) * self.scale
+        adapter = F.linear(F.linear(self.drop(x), self.lora_A), self.lora_B)
+        return F.linear(x, self.weight, self.bias) + adapter * self.scale
 
 
 def add_lora(model: nn.Module, rank: int = 16, alpha: float = 32.0, dropout: float = 0.05,

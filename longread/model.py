@@ -110,7 +110,8 @@ class Summaries(nn.Module):
         real = (chunk_ids >= 0) if doc_mask is None else (doc_mask & (chunk_ids >= 0))        # (B, N)
         idx = chunk_ids.clamp(min=0) + num_chunks * torch.arange(bsz, device=states.device)[:, None]
         w = real.to(states.dtype)
-        sums = states.new_zeros(bsz * num_chunks, hidden).index_add_(0, idx.flatten(), (states * w[..., None]).flatten(0, 1))
+        weighted = (states * w[..., None]).flatten(0, 1)
+        sums = states.new_zeros(bsz * num_chunks, hidden).index_add_(0, idx.flatten(), weighted)
         counts = states.new_zeros(bsz * num_chunks).index_add_(0, idx.flatten(), w.flatten())
         summaries = (sums / counts.clamp(min=1)[:, None]).view(bsz, num_chunks, hidden)
         if self.chunk_proj is not None:

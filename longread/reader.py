@@ -42,6 +42,19 @@ class ReaderConfig:
     retrieval_weight: float = 0.0
     retrieval_temperature: float = 0.02
     retriever: Optional[str] = None   # sentence-embedding checkpoint (None: the pip-installed MiniLM)
+    # minimum-Bayes-risk span choice (longread/decoding.py): 0 picks the most probable span
+    mbr_temperature: float = 0.0
+    mbr_candidates: int = 64
+
+    def __post_init__(self):
+        rules = {"max_answer_tokens": self.max_answer_tokens >= 1, "top_k": self.top_k >= 1,
+                 "temperature": self.temperature > 0, "retrieval_weight": self.retrieval_weight >= 0,
+                 "retrieval_temperature": self.retrieval_temperature > 0,
+                 "mbr_temperature": self.mbr_temperature >= 0, "mbr_candidates": self.mbr_candidates >= 1}
+        bad = [f"{k}={getattr(self, k)!r}" for k, ok in rules.items() if not ok]
+        if bad:
+            raise ValueError(f"invalid reader options {', '.join(bad)}: max_answer_tokens, top_k and mbr_candidates "
+                             "must be >= 1, temperatures > 0 (mbr_temperature >= 0, 0 = off), retrieval_weight >= 0")
 
 
 @dataclass
@@ -315,12 +328,13 @@ class Reader:
         prepared = self.prepare(doc, images)
         start_logits, end_logits = self.logits(prepared, question)
         if self.config.retrieval_weight:
-            bonus = self.retrieval_prior(prepared, question) * (self.config.retrieval_weight
-                                                                 * self.config.temperature / 2)
+            weight = self.config.retrieval_weight * self.config.temperature / 2
+            bonus = self.retrieval_prior(prepared, question) * weight
             start_logits, end_logits = start_logits + bonus, end_logits + bonus
         spans = best_spans(start_logits, end_logits, top_k=top_k or self.config.top_k,
                            max_answer_tokens=max_answer_tokens or self.config.max_answer_tokens,
-                           temperature=self.config.temperature)
+                           temperature=self.config.temperature, mbr_temperature=self.config.mbr_temperature,
+                           mbr_candidates=self.config.mbr_candidates)
         answers = [self._to_answer(prepared, s, question) for s in spans]
         best = answers[0]
         best.alternatives = answers[1:]

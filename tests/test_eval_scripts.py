@@ -127,7 +127,7 @@ def test_evaluate_qa_quick(evaluate_qa, tiny_checkpoint, data_files, tmp_path):
     out = tmp_path / "eval.json"
     result = evaluate_qa.main(["--model", str(tiny_checkpoint), "--quick", "--covidqa", str(data_files["covidqa"]),
                                "--xquad", str(data_files["xquad"]), "--wiki", str(data_files["wiki"]),
-                               "--out", str(out), "--threads", "1", "--device", "cpu"])
+                               "--xquad-questions", "all", "--out", str(out), "--threads", "1", "--device", "cpu"])
     saved = json.loads(out.read_text())
     assert saved["sets"] == json.loads(json.dumps(result["sets"]))
     _env_ok(saved["environment"])

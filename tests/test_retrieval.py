@@ -86,7 +86,8 @@ def test_reader_fuses_the_prior_into_span_scores(tiny_reader):
     span = best_spans(s + bonus, e + bonus, top_k=1, max_answer_tokens=cfg.max_answer_tokens,
                       temperature=cfg.temperature)[0]
     ans = tiny_reader.answer(prepared, question)
-    assert (ans.start, ans.end) == (int(prepared.tokens.offsets[span.start, 0]), int(prepared.tokens.offsets[span.end, 1]))
+    offsets = prepared.tokens.offsets
+    assert (ans.start, ans.end) == (int(offsets[span.start, 0]), int(offsets[span.end, 1]))
     assert ans.score == pytest.approx(span.score, rel=1e-5)
     assert text[ans.start:ans.end] == ans.text
 

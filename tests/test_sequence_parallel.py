@@ -104,6 +104,8 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str, cases: list) ->
     start, end = synthetic_logits(300, world, chunk_starts)
     a, b = plan_shards(chunk_starts, world, 29).token_bounds[rank:rank + 2]
     results["synthetic"] = distributed_best_spans(start[a:b], end[a:b], int(a), 300, top_k=6, temperature=1.7)
+    results["synthetic_mbr"] = distributed_best_spans(start[a:b], end[a:b], int(a), 300, top_k=6, temperature=1.7,
+                                                      mbr_temperature=1.0, mbr_candidates=48)
     torch.save(results, Path(out_dir) / f"rank{rank}.pt")
     dist.destroy_process_group()
 
@@ -139,12 +141,14 @@ def check_synthetic(results: list, world: int) -> None:
     chunk_starts = np.append(np.arange(0, 300, 20), 300)
     start, end = synthetic_logits(300, world, chunk_starts)
     ref = best_spans(start, end, top_k=6, temperature=1.7)
+    ref_mbr = best_spans(start, end, top_k=6, temperature=1.7, mbr_temperature=1.0, mbr_candidates=48)
+    assert [(s.start, s.end) for s in ref_mbr] != [(s.start, s.end) for s in ref]  # the MBR case is a different one
     bounds = plan_shards(chunk_starts, world, 29).token_bounds[1:-1]
     assert any(s.start < b <= s.end for s in ref for b in bounds)                 # spans cross shards
     for r in results:
-        got = r["synthetic"]
-        assert [(s.start, s.end) for s in got] == [(s.start, s.end) for s in ref]
-        assert [s.score for s in got] == pytest.approx([s.score for s in ref], rel=SCORE_RTOL)
+        for got, want in ((r["synthetic"], ref), (r["synthetic_mbr"], ref_mbr)):
+            assert [(s.start, s.end) for s in got] == [(s.start, s.end) for s in want]
+            assert [s.score for s in got] == pytest.approx([s.score for s in want], rel=SCORE_RTOL)
 
 
 @pytest.fixture(scope="module")

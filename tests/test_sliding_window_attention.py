@@ -743,4 +743,3 @@ def test_triton_gpu_fp32_is_not_tf32():
     """fp32 inputs promise an exact fp32 path (input_precision='ieee'): held to the fp32 floor."""
     q, k, v, do = make_qkv(1, 2, 1024, 64, torch.float32, 11)
     check_against_reference("triton", q, k, v, do, (128, 64), 16, make_mask("lens", 1, 1024, 11))
-

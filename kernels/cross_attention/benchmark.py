@@ -82,7 +82,8 @@ def main(argv=None):
             if dev.type == "cuda":
                 backends["triton"] = lambda: cross_attention(q, k, v, key_start=start, key_end=end, backend="triton")
             nonempty = allowed.any(-1, keepdim=True)
-            backends["dense SDPA"] = lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=allowed | ~nonempty) * nonempty
+            backends["dense SDPA"] = lambda: F.scaled_dot_product_attention(  # noqa: E731
+                q, k, v, attn_mask=allowed | ~nonempty) * nonempty
             with torch.no_grad():
                 for name, fn in backends.items():
                     row[f"{name} ms"] = round(1000 * timed(fn, args.repeats), 2)

@@ -10,5 +10,5 @@ from .sequence import ShardLogits, encode_shard, sequence_parallel_answer, seque
 from .shards import ShardPlan, plan_shards
 from .spans import distributed_best_spans
 
-__all__ = ["sequence_parallel_answer", "sequence_parallel_logits", "encode_shard", "ShardLogits", "ShardPlan", "plan_shards",
-           "distributed_best_spans"]
+__all__ = ["sequence_parallel_answer", "sequence_parallel_logits", "encode_shard", "ShardLogits", "ShardPlan",
+           "plan_shards", "distributed_best_spans"]

@@ -96,4 +96,3 @@ def merge_partial_attention(out: torch.Tensor, lse: torch.Tensor,
     packed = all_reduce_(packed.contiguous(), group=group)
     total = packed[..., -1]
     return packed[..., :-1] / total[..., None], peak + torch.log(total)
-

@@ -178,7 +178,9 @@ def sequence_parallel_answer(reader, doc, question: str, group=None, top_k: Opti
             shard.start_logits, shard.end_logits = shard.start_logits + bonus, shard.end_logits + bonus
         spans = distributed_best_spans(shard.start_logits, shard.end_logits, shard.offset, shard.num_tokens,
                                        group, top_k=top_k, max_answer_tokens=max_answer_tokens,
-                                       temperature=reader.config.temperature)
+                                       temperature=reader.config.temperature,
+                                       mbr_temperature=reader.config.mbr_temperature,
+                                       mbr_candidates=reader.config.mbr_candidates)
     answers = [reader._to_answer(prepared, span, question) for span in spans]
     best = answers[0]
     best.alternatives = answers[1:]

@@ -46,7 +46,7 @@ def _gather_at(values: torch.Tensor, offset: int, index: torch.Tensor, group) ->
 
 def distributed_best_spans(start_logits: torch.Tensor, end_logits: torch.Tensor, offset: int, n: int,
                            group=None, top_k: int = 5, max_answer_tokens: int = 30, temperature: float = 1.0,
-                           candidates: int = 32) -> List[Span]:
+                           candidates: int = 32, mbr_temperature: float = 0.0, mbr_candidates: int = 64) -> List[Span]:
     """start_logits, end_logits (n_r,): this rank's tokens ``[offset, offset + n_r)`` of a
     document of ``n`` tokens. Returns on every rank the spans ``best_spans`` returns for the
     whole document (document token indices, scores under the document-wide softmax)."""
@@ -66,4 +66,4 @@ def distributed_best_spans(start_logits: torch.Tensor, end_logits: torch.Tensor,
     joint_ends = _global_topk(reach.max(dim=1).values + le, offset, k, group)
     cand_s, cand_e = candidate_pairs(starts, torch.cat([ends, joint_ends]), width, n)
     joint = _gather_at(ls, offset, cand_s, group) + _gather_at(le, offset, cand_e, group)
-    return select_spans(cand_s, cand_e, joint, top_k, max_answer_tokens)
+    return select_spans(cand_s, cand_e, joint, top_k, max_answer_tokens, mbr_temperature, mbr_candidates)

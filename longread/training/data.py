@@ -19,7 +19,8 @@ from typing import Iterator, List, Optional, Sequence
 import numpy as np
 import torch
 
-from ..layout import LayoutConfig, TokenizedDocument, chunk_token_starts, document_inputs, question_inputs, tokenize_document
+from ..layout import (LayoutConfig, TokenizedDocument, chunk_token_starts, document_inputs, question_inputs,
+                      tokenize_document)
 
 
 @dataclass

@@ -1,11 +1,15 @@
-"""Fit the reader's passage-retrieval prior (``retrieval_weight``, ``retrieval_temperature``) on
-whole held-out COVID-QA training articles (the articles ``train.py`` holds out with the same
-seed; never the dev file), and write the best pair into the reader's config.
+"""Fit the reader's decoding settings (the passage-retrieval prior's ``retrieval_weight`` and
+``retrieval_temperature``, and the span choice's ``mbr_temperature``) on held-out training data
+(the articles ``train.py`` holds out with the same seed; never the dev file), and write the best
+setting into the reader's config.
 
     python -m longread.training.fit_prior --model longread/default_model --data-dir ../shared/data
 
-Each question is asked of its whole article; the reader's logits and the passage cosines are
-computed once, then a grid of (weight, temperature) is scored by SQuAD F1.
+Held-out questions: COVID-QA questions asked of their whole article, and XQuAD-en questions asked
+of their paragraph. The reader's logits and the passage cosines are computed once, then every
+grid point is scored by SQuAD F1; the objective is the mean of the two sets' F1 (``--objective
+covidqa`` uses COVID-QA alone), so a setting that helps long scientific answers at the expense of
+short factoid ones is not chosen.
 """
 from __future__ import annotations
 
@@ -21,10 +25,11 @@ from ..metrics import text_em_f1
 from ..reader import CONFIG_NAME, Reader
 from ..retrieval import chunk_log_prior, passage_cosines
 from .data import load_squad_records
-from .train import split_articles
+from .train import HOLDOUT_ARTICLES, XQUAD_HOLDOUT_ARTICLES, split_articles
 
 WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0)
 TEMPERATURES = (0.01, 0.02, 0.05, 0.1)
+MBR_TEMPERATURES = (0.0, 0.25, 0.5, 1.0)
 
 
 def collect(reader: Reader, records):
@@ -38,13 +43,14 @@ def collect(reader: Reader, records):
     return rows
 
 
-def score(reader: Reader, rows, weight: float, temperature: float) -> float:
+def score(reader: Reader, rows, weight: float, temperature: float, mbr_temperature: float = 0.0) -> float:
     f1s = []
     t = reader.config.temperature
     for prepared, start, end, token_passage, cosine, gold in rows:
         bonus = chunk_log_prior(cosine, temperature)[token_passage] * (weight * t / 2)
         span = best_spans(start + bonus, end + bonus, top_k=1, max_answer_tokens=reader.config.max_answer_tokens,
-                          temperature=t)[0]
+                          temperature=t, mbr_temperature=mbr_temperature,
+                          mbr_candidates=reader.config.mbr_candidates)[0]
         a, b = int(prepared.tokens.offsets[span.start, 0]), int(prepared.tokens.offsets[span.end, 1])
         f1s.append(text_em_f1(prepared.document.text[a:b], [gold])[1])
     return 100 * sum(f1s) / len(f1s)
@@ -54,32 +60,44 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="longread/default_model")
     p.add_argument("--data-dir", default="../shared/data")
-    p.add_argument("--holdout-articles", type=int, default=5)
+    p.add_argument("--holdout-articles", type=int, default=HOLDOUT_ARTICLES)
     p.add_argument("--seed", type=int, default=0, help="must match train.py's --seed (same held-out articles)")
+    p.add_argument("--objective", choices=("mean", "covidqa"), default="mean")
     p.add_argument("--dry-run", action="store_true", help="print the grid, do not write the config")
     args = p.parse_args(argv)
 
-    records = load_squad_records(Path(args.data_dir) / "covidqa" / "train.json")
-    _, held = split_articles(records, args.holdout_articles, random.Random(args.seed))
+    data = Path(args.data_dir)
+    rng = random.Random(args.seed)              # the same draws, in the same order, as train.py
+    _, covid_held = split_articles(load_squad_records(data / "covidqa" / "train.json"), args.holdout_articles, rng)
+    xquad = load_squad_records(data / "xquad" / "xquad.en.json")
+    _, xquad_held = split_articles(xquad, XQUAD_HOLDOUT_ARTICLES, rng)
     reader = Reader.from_pretrained(args.model)
     reader.progress = False
     with torch.inference_mode():
-        rows = collect(reader, held)
-    print(f"{len(rows)} questions from {len({r.article for r in held})} held-out articles")
-    grid = {(w, tau): score(reader, rows, w, tau) for w in WEIGHTS for tau in TEMPERATURES if w or tau == TEMPERATURES[0]}
-    for (w, tau), f1 in grid.items():
-        print(f"weight {w:4.1f}  temperature {tau:5.2f}  F1 {f1:5.1f}")
-    (w, tau), f1 = max(grid.items(), key=lambda kv: kv[1])
-    print(f"best: weight {w} temperature {tau} F1 {f1:.1f} (no prior: {grid[(0.0, TEMPERATURES[0])]:.1f})")
+        sets = {"covidqa": collect(reader, covid_held), "xquad": collect(reader, xquad_held)}
+    print(", ".join(f"{name}: {len(rows)} held-out questions" for name, rows in sets.items()))
+    points = [(w, tau, m) for w in WEIGHTS for tau in TEMPERATURES for m in MBR_TEMPERATURES
+              if w or tau == TEMPERATURES[0]]
+    grid = {pt: {name: score(reader, rows, *pt) for name, rows in sets.items()} for pt in points}
+    objective = (lambda f: (f["covidqa"] + f["xquad"]) / 2) if args.objective == "mean" else (lambda f: f["covidqa"])
+    for (w, tau, m), f in grid.items():
+        print(f"weight {w:4.1f}  temperature {tau:5.2f}  mbr {m:4.2f}  "
+              f"F1 covidqa {f['covidqa']:5.1f}  xquad {f['xquad']:5.1f}  objective {objective(f):5.1f}")
+    (w, tau, m), best = max(grid.items(), key=lambda kv: objective(kv[1]))
+    plain = grid[(0.0, TEMPERATURES[0], 0.0)]
+    print(f"best: weight {w} temperature {tau} mbr {m}: F1 covidqa {best['covidqa']:.1f} xquad {best['xquad']:.1f} "
+          f"(plain decoding: {plain['covidqa']:.1f} / {plain['xquad']:.1f})")
     if args.dry_run:
         return
     path = Path(args.model) / CONFIG_NAME
     meta = json.loads(path.read_text())
-    meta["reader"].update(retrieval_weight=w, retrieval_temperature=tau)
-    meta.setdefault("training", {})["retrieval_prior_fit"] = {
-        "heldout_questions": len(rows), "f1": f1, "f1_without_prior": grid[(0.0, TEMPERATURES[0])]}
+    meta["reader"].update(retrieval_weight=w, retrieval_temperature=tau, mbr_temperature=m)
+    meta.setdefault("training", {}).pop("retrieval_prior_fit", None)
+    meta["training"]["decoding_fit"] = {
+        "objective": args.objective, "heldout_questions": {k: len(v) for k, v in sets.items()},
+        "f1": best, "f1_plain_decoding": plain}
     path.write_text(json.dumps(meta, indent=2))
-    print(f"wrote retrieval_weight={w}, retrieval_temperature={tau} into {path}")
+    print(f"wrote retrieval_weight={w}, retrieval_temperature={tau}, mbr_temperature={m} into {path}")
 
 
 if __name__ == "__main__":

