@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator, List, Optional, Sequence
 
 import numpy as np
@@ -45,25 +46,56 @@ def locate_answer(context: str, text: str, hint: int) -> Optional[int]:
     return best
 
 
-def load_squad_records(path: str) -> List[QARecord]:
-    """Read a SQuAD-format JSON file through ``datasets`` and keep answers that can be located."""
+def load_squad_records(source: str, split: str = "train") -> List[QARecord]:
+    """QA records through ``datasets``, keeping answers that can be located in their context.
+
+    ``source``: a SQuAD-format JSON file (``{"data": [{"title", "paragraphs": [...]}]}``, as in
+    ``../shared/data``); a JSON-lines file in the flat schema of the hub's SQuAD datasets (one row
+    per question: ``id``, ``title``, ``context``, ``question``, ``answers: {text: [...],
+    answer_start: [...]}``); or, for users with internet access, a hub dataset name in that
+    schema (``"squad"``, ``"rajpurkar/squad_v2"``, ...) with ``split``. Unanswerable questions are
+    skipped."""
     from datasets import load_dataset
 
-    ds = load_dataset("json", data_files=str(path), field="data", split="train")
+    path = Path(source)
+    if path.suffix == ".json" and path.is_file():
+        return _records_from_articles(load_dataset("json", data_files=str(path), field="data", split="train"))
+    if path.suffix == ".jsonl" and path.is_file():
+        return _records_from_rows(load_dataset("json", data_files=str(path), split="train"))
+    if path.exists() or source.endswith((".json", ".jsonl")):
+        raise FileNotFoundError(f"{source}: not a SQuAD JSON or JSON-lines file")
+    return _records_from_rows(load_dataset(source, split=split))
+
+
+def _record(qid, question, ctx, text, hint, article) -> Optional[QARecord]:
+    start = locate_answer(ctx, text, int(hint))
+    if start is None or not text.strip():
+        return None
+    return QARecord(str(qid), question, ctx, text, start, article)
+
+
+def _records_from_articles(ds) -> List[QARecord]:
     records = []
     for article in ds:
         title = article.get("title") or ""
         for para in article["paragraphs"]:
             ctx = para["context"]
             for qa in para["qas"]:
-                if not qa["answers"]:
-                    continue
-                ans = qa["answers"][0]
-                start = locate_answer(ctx, ans["text"], int(ans["answer_start"]))
-                if start is None or not ans["text"].strip():
-                    continue
-                records.append(QARecord(str(qa["id"]), qa["question"], ctx, ans["text"], start, title or ctx[:40]))
-    return records
+                if qa["answers"]:
+                    ans = qa["answers"][0]
+                    rec = _record(qa["id"], qa["question"], ctx, ans["text"], ans["answer_start"], title or ctx[:40])
+                    records.append(rec)
+    return [r for r in records if r is not None]
+
+
+def _records_from_rows(ds) -> List[QARecord]:
+    records = []
+    for row in ds:
+        answers = row["answers"]
+        if answers["text"]:
+            records.append(_record(row["id"], row["question"], row["context"], answers["text"][0],
+                                   answers["answer_start"][0], row.get("title") or row["context"][:40]))
+    return [r for r in records if r is not None]
 
 
 @dataclass

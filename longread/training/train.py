@@ -62,6 +62,10 @@ def parse_args(argv=None):
     p.add_argument("--patience", type=int, default=4)
     p.add_argument("--holdout-articles", type=int, default=HOLDOUT_ARTICLES)
     p.add_argument("--cloze", type=int, default=3000, help="synthetic cloze questions from Wikipedia leads")
+    p.add_argument("--extra-data", action="append", default=[], metavar="SOURCE[:SPLIT]",
+                   help="more labelled questions, each hidden in a haystack like XQuAD's: a SQuAD JSON or flat "
+                        "JSON-lines file, or (with internet access) a hub dataset in SQuAD's schema, e.g. "
+                        "squad:train (not SQuAD's validation split: XQuAD's paragraphs come from it); repeatable")
     p.add_argument("--recurring", type=int, default=0,
                    help="recurring-span questions from Wikipedia leads (longread/training/recurring_spans.py)")
     p.add_argument("--covid-repeat", type=int, default=1,
@@ -180,6 +184,9 @@ def main(argv=None):
     rng = random.Random(args.seed)
     covid_train, covid_held = split_articles(covid, args.holdout_articles, rng)
     xquad_train, xquad_held = split_articles(xquad, XQUAD_HOLDOUT_ARTICLES, rng)
+    extra = [r for source in args.extra_data for r in load_squad_records(*source.split(":", 1))]
+    if extra:
+        print(f"extra labelled questions {len(extra)} from {', '.join(args.extra_data)}")
     with open(data / "wiki" / "summaries_en.json") as f:
         wiki = json.load(f)
     entries = wiki.values() if isinstance(wiki, dict) else wiki         # {title: {title, extract, ...}}
@@ -188,7 +195,7 @@ def main(argv=None):
     covid_targets = [int(t) for t in (args.covid_target_tokens or args.target_tokens).split(",")]
     hold = (build_examples(covid_held, tokenizer, layout, covid_targets, haystack, seed=1)
             + build_examples(xquad_held, tokenizer, layout, targets, haystack, seed=1, long_context=True))
-    print(f"train records {len(covid_train) + len(xquad_train)}, held-out examples {len(hold)}")
+    print(f"train records {len(covid_train) + len(xquad_train) + len(extra)}, held-out examples {len(hold)}")
 
     cloze = cloze_records(haystack, args.cloze, seed=args.seed)
     print(f"cloze questions {len(cloze)}, e.g. {cloze[0].question!r} -> {cloze[0].answer_text!r}" if cloze else "")
@@ -202,7 +209,7 @@ def main(argv=None):
                  for ex in build_examples(covid_train, tokenizer, layout, covid_targets, haystack,
                                           seed=100 + epoch + 1000 * r)]
         return (covid
-                + build_examples(xquad_train + cloze + recurring, tokenizer, layout, targets, haystack,
+                + build_examples(xquad_train + extra + cloze + recurring, tokenizer, layout, targets, haystack,
                                  seed=200 + epoch, long_context=True))
 
     first = epoch_examples(0)
