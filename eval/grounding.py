@@ -14,6 +14,11 @@ reader plus OCR text). Prints a table and writes JSON + markdown::
     python eval/grounding.py --quick
     python eval/grounding.py --images 1,10,100 --tokens 4096,16384,65536 --questions 10 \\
         --fusion results/vision/fusion.safetensors
+    python eval/grounding.py --kinds visual --layout figure --images 1,10 --tokens 4096,16384 \\
+        --questions 10 --no-ocr --fusion results/vision/fusion.safetensors
+
+``--layout figure`` anchors the picture at the block of crate facts (the fusion's locality lets
+those tokens see it); ``scattered`` puts facts and picture at random sentences.
 """
 from __future__ import annotations
 
@@ -24,6 +29,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from longread.vision.fusion import closed_gates
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import environment, load_reader, markdown_table, reader_description, report  # noqa: E402
@@ -40,6 +47,10 @@ def parse_args(argv=None):
     p.add_argument("--tokens", default="4096,16384,65536")
     p.add_argument("--questions", type=int, default=10, help="questions per setting")
     p.add_argument("--entities", type=int, default=4, help="crates described in a visual document")
+    p.add_argument("--layout", default="scattered", choices=["scattered", "figure"],
+                   help="visual documents: crate facts and picture at random sentences (scattered), or the facts "
+                        "in one block with the picture anchored there (figure)")
+    p.add_argument("--no-ocr", action="store_true", help="skip OCR of the images (visual kind only needs pixels)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="1 and 10 images, 4k tokens, 5 questions")
@@ -63,14 +74,8 @@ def run_setting(reader, examples, has_fusion: bool):
         from_image += a.source == "image" and a.image == ex.target_image
         acc["no images"] += correct(reader.answer(ex.text, ex.question), ex.answer)
         if has_fusion:
-            gates = [layer.gate.detach().clone() for layer in reader.model.fusion.values()]
-            with torch.no_grad():
-                for layer in reader.model.fusion.values():
-                    layer.gate.zero_()
-            acc["gate 0"] += correct(reader.answer(ex.text, ex.question, images=ex.images), ex.answer)
-            with torch.no_grad():
-                for layer, g in zip(reader.model.fusion.values(), gates):
-                    layer.gate.copy_(g)
+            with closed_gates(reader.model):
+                acc["gate 0"] += correct(reader.answer(ex.text, ex.question, images=ex.images), ex.answer)
         else:
             acc["gate 0"] += correct(a, ex.answer)           # no fusion layers: gate 0 is the reader itself
     n = len(examples)
@@ -86,6 +91,8 @@ def main(argv=None):
     if args.quick:
         args.images, args.tokens, args.questions = "1,10", "4096", 5
     reader = load_reader(args.model, device="cpu", dtype=torch.float32)
+    if args.no_ocr:
+        reader.config.ocr = False
     if args.fusion:
         load_fusion(reader.model, args.fusion)
         reader.model.fusion.eval()
@@ -98,10 +105,12 @@ def main(argv=None):
                 if kind == "ocr":
                     examples = [make_ocr(rng, n_img, tokens) for _ in range(args.questions)]
                 else:
-                    examples = [make_visual(rng, args.entities, n_img, tokens) for _ in range(args.questions)]
+                    examples = [make_visual(rng, args.entities, n_img, tokens, layout=args.layout)
+                                for _ in range(args.questions)]
                 acc, from_image, sec = run_setting(reader, examples, has_fusion)
                 chance = examples[0].chance
-                results.append({"kind": kind, "images": n_img, "tokens": tokens, "questions": len(examples),
+                results.append({"kind": kind, "layout": args.layout if kind == "visual" else None, "images": n_img,
+                                "tokens": tokens, "questions": len(examples),
                                 "accuracy": acc, "answer_from_the_right_image": from_image, "chance": chance,
                                 "seconds_per_answer_with_images": sec})
                 rows.append([kind, n_img, tokens, len(examples), acc["images"], acc["no images"], acc["gate 0"],

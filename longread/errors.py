@@ -55,3 +55,8 @@ class ShardingError(LongreadError, ValueError):
 
 class BatchInputError(LongreadError, ValueError):
     """A batch input file (JSONL) with a malformed line; the message names the line."""
+
+
+class FusionLayerError(LongreadError, ValueError):
+    """Image fusion requested after a layer that cannot take it (not the last question-free layer
+    or a question-aware layer)."""

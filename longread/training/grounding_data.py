@@ -46,6 +46,7 @@ class GroundingExample:
     chance: float                 # accuracy of a uniform guess among the candidate answers
     target_image: int = 0         # index of the image that holds the answer
     candidates: List[str] = field(default_factory=list)
+    attribute: str = ""           # visual: the pictured crate's mark ("red triangle"), for text-only references
 
 
 def filler(rng: random.Random) -> str:
@@ -99,12 +100,18 @@ def label_image(text: str, rng: random.Random):
     return img
 
 
-def _assemble(rng, facts: List[str], num_images: int, target_tokens: int):
-    """Facts scattered among filler; returns the text and ``num_images`` anchors at sentence starts."""
+def _assemble(rng, facts: List[str], num_images: int, target_tokens: int, together: bool = False):
+    """Facts scattered among filler (or, ``together``, one block at a random place: the facts with
+    one filler sentence between each); returns the text and ``num_images`` anchors at sentence starts."""
     n_fill = max(0, target_tokens // TOKENS_PER_FILLER - len(facts))
     sentences = [filler(rng) for _ in range(n_fill)]
-    for f in facts:
-        sentences.insert(rng.randint(0, len(sentences)), f)
+    if together:                                   # one filler sentence between consecutive facts
+        at = rng.randint(0, len(sentences))
+        block = [x for f in facts for x in (f, filler(rng))][:-1]
+        sentences[at:at] = block
+    else:
+        for f in facts:
+            sentences.insert(rng.randint(0, len(sentences)), f)
     starts, pos = [], 0
     for s in sentences:
         starts.append(pos)
@@ -116,21 +123,34 @@ def _assemble(rng, facts: List[str], num_images: int, target_tokens: int):
 
 
 def make_visual(rng: random.Random, num_entities: int = 8, num_images: int = 1, target_tokens: int = 4096,
-                anchor_target: str = "random") -> GroundingExample:
+                anchor_target: str = "random", layout: str = "scattered") -> GroundingExample:
+    """``layout="scattered"``: the crate facts and every image at random sentences (the picture is
+    usually far from the facts). ``layout="figure"``: the facts form one block (a filler sentence
+    between each) and the picture is anchored at the block's first sentence, as a figure next to
+    the text describing it (the other images stay at random sentences); the block lists every
+    crate in random order, so the position alone does not tell which one is pictured."""
     from ..document import DocumentImage
 
+    if layout not in ("scattered", "figure"):
+        raise ValueError(f"layout must be 'scattered' or 'figure', got {layout!r}")
     combos = rng.sample([(c, s) for c in COLOURS for s in SHAPES], num_entities)
     owners = rng.sample(NAMES, num_entities)
     facts = [f"The crate with the {c} {s} belongs to {o}." for (c, s), o in zip(combos, owners)]
-    text, anchors = _assemble(rng, facts, num_images, target_tokens)
+    if layout == "figure":
+        order = rng.sample(range(num_entities), num_entities)       # the pictured crate anywhere in the block
+        text, anchors = _assemble(rng, [facts[i] for i in order], num_images, target_tokens, together=True)
+    else:
+        text, anchors = _assemble(rng, facts, num_images, target_tokens)
     target = rng.randrange(num_images)
     if anchor_target == "end":
         anchors[target] = len(text)
+    elif layout == "figure":
+        anchors[target] = min(text.index(f) for f in facts)
     colour, shape = combos[0]
     images = [DocumentImage(crate_image(colour, shape, rng) if i == target else texture_image(rng),
                             anchor=a, name=f"figure {i + 1}") for i, a in enumerate(anchors)]
     return GroundingExample(text, images, "Who owns the crate in the picture?", owners[0], "visual",
-                            1.0 / num_entities, target, owners)
+                            1.0 / num_entities, target, owners, f"{colour} {shape}")
 
 
 def make_ocr(rng: random.Random, num_images: int = 1, target_tokens: int = 4096) -> GroundingExample:
