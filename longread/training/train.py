@@ -1,5 +1,5 @@
-"""Train the offline default reader on the MiniLM base: the question-aware layers (in full, or
-LoRA adapters with --lora-rank), the span head and the summaries' chunk signal. The
+"""Train the offline default reader on the MiniLM base: LoRA adapters on the question-aware layers
+(or those layers in full with --lora-rank 0), the span head and the summaries' chunk signal. The
 question-free layers stay the pretrained ones, so training never back-propagates through them.
 
     python -m longread.training.train --data-dir ../shared/data --out longread/default_model
@@ -52,8 +52,9 @@ def parse_args(argv=None):
                    help="span head: the base's final hidden states are small (|h| ~ 0.2), so the head needs "
                         "large weights and a large step")
     p.add_argument("--warmup", type=float, default=0.06)
-    p.add_argument("--lora-rank", type=int, default=0,
-                   help="0: train the question-aware layers in full; r > 0: LoRA adapters of rank r on them")
+    p.add_argument("--lora-rank", type=int, default=16,
+                   help="LoRA adapters of rank r on the question-aware layers (default 16: a delta of about 1 MiB); "
+                        "0: train those layers in full (how the shipped reader was trained)")
     p.add_argument("--question-free-layers", type=int, default=3)
     p.add_argument("--window", type=int, default=128)
     p.add_argument("--chunk-size", type=int, default=256)
@@ -158,7 +159,7 @@ def main(argv=None):
     torch.nn.init.normal_(model.qa_head.weight, std=0.02)
     torch.nn.init.zeros_(model.qa_head.bias)
     if args.init_from and args.lora_rank > 0:
-        raise SystemExit("--init-from continues a full delta; it cannot be combined with --lora-rank")
+        raise SystemExit("--init-from continues a fully trained delta: pass --lora-rank 0 with it")
     if args.init_from:
         from safetensors.torch import load_file
 
