@@ -51,6 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     ask.add_argument("--questions", metavar="FILE", help="a file of questions, one per line ('-': stdin)")
     ask.add_argument("--top-k", type=_positive, default=3, help="answers per question: best + alternatives")
     ask.add_argument("--model", default=None, help="checkpoint directory or hub name (default: offline reader)")
+    ask.add_argument("--fusion", metavar="FILE", default=None,
+                     help="image fusion weights (fusion.safetensors) to attach: figures then inform the answers")
     ask.add_argument("--device", type=_device, default=None, help="cpu or cuda (default: cuda when available)")
     ask.add_argument("--password", default=None, help="password of an encrypted PDF")
     ask.add_argument("--json", action="store_true", help="print one JSON object per question")
@@ -107,7 +109,7 @@ def _ask(args, questions: List[str]) -> int:
     from .reader import Reader
 
     try:
-        reader = Reader.from_pretrained(args.model, device=args.device)
+        reader = Reader.from_pretrained(args.model, device=args.device, fusion=args.fusion)
         doc = reader.prepare(_load(args))
         answers, weights = [], []
         for question in questions:

@@ -167,10 +167,14 @@ class Reader:
     # ---------------------------------------------------------------- loading and saving
     @classmethod
     def from_pretrained(cls, name_or_path: Union[str, Path, None] = None, device=None,
-                        dtype: Optional[torch.dtype] = None, **options) -> "Reader":
+                        dtype: Optional[torch.dtype] = None, fusion: Union[str, Path, None] = None,
+                        **options) -> "Reader":
         """``None``: the offline default reader shipped in the package. A directory written by
         ``save_pretrained``, a Hugging Face BERT/RoBERTa/Longformer checkpoint directory, or (with
-        internet) a hub name. ``options`` override ReaderConfig / LayoutConfig fields."""
+        internet) a hub name. ``fusion``: a ``fusion.safetensors`` (from
+        ``longread.training.train_vision`` or ``save_fusion``) whose image fusion layers and patch
+        encoder are attached instead of the checkpoint's own. ``options`` override ReaderConfig /
+        LayoutConfig fields."""
         from transformers import AutoTokenizer
 
         path = DEFAULT_MODEL_DIR if name_or_path is None else resolve_path(str(name_or_path))
@@ -213,6 +217,13 @@ class Reader:
 
             vision = {k: v for k, v in saved["fusion"].get("vision", {}).items() if k != "out_dim"}
             load_fusion(model, path / saved["fusion"]["file"], saved["fusion"]["layers"], vision_config=vision)
+        if fusion is not None:
+            from .vision.fusion import load_fusion
+
+            if not Path(fusion).is_file():
+                raise CheckpointError(f"fusion weights {fusion} not found: pass the path of a fusion.safetensors "
+                                      "written by longread.training.train_vision or save_fusion")
+            load_fusion(model, fusion)
         config = _with_options(config, options)
         tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
         return cls(model, tokenizer, config, device=device, dtype=dtype)

@@ -130,6 +130,7 @@ def test_pdf_with_password(capsys, tiny, tmp_path):
     (["ask"], 2, "required"),
     ([], 2, "required"),
     (["ask", "{doc}", "-q", "Who?", "--model", "{tmp}"], 4, ""),
+    (["ask", "{doc}", "-q", "Who?", "--fusion", "{missing}"], 4, "fusion weights"),
 ])
 def test_exit_codes(capsys, tiny, doc, tmp_path, argv, code, words):
     empty = tmp_path / "empty.md"
