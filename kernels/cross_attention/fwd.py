@@ -11,7 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..sliding_window.fwd import dot_precision
+from ..sliding_window.fwd import dot_precision, online_softmax_step
 from .utils import AUTOTUNE_KEY, FWD_CONFIGS
 
 
@@ -61,15 +61,9 @@ def _fwd_kernel(Q, K, V, O, LSE, KS, KE, qk_scale, NQ, NK, H,
         b_s = tl.dot(q, b_kT, input_precision=DOT_PRECISION) * qk_scale           # (BM, BN) log2 units
         allowed = (offs_n[None, :] >= ks[:, None]) & (offs_n[None, :] < ke[:, None]) & mask_n[None, :]
         b_s = tl.where(allowed, b_s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(b_s, 1))
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-        b_p = tl.math.exp2(b_s - m_safe[:, None])
-        alpha = tl.math.exp2(m_i - m_safe)
-        l_i = l_i * alpha + tl.sum(b_p, 1)
         b_v = tl.load(v_base + offs_n[:, None] * HEAD_DIM + offs_d[None, :],
                       mask=mask_n[:, None] & mask_d[None, :], other=0.0)         # (BN, BD)
-        acc = acc * alpha[:, None] + tl.dot(b_p.to(b_v.dtype), b_v, input_precision=DOT_PRECISION)
-        m_i = m_new
+        acc, l_i, m_i = online_softmax_step(acc, l_i, m_i, b_s, b_v, DOT_PRECISION)
 
     empty = l_i == 0.0
     l_safe = tl.where(empty, 1.0, l_i)

@@ -15,6 +15,21 @@ from .utils import AUTOTUNE_KEY, FWD_CONFIGS, allowed_mask, band_ranges
 
 
 @triton.jit
+def online_softmax_step(acc, l_i, m_i, b_s, b_v, DOT_PRECISION: tl.constexpr):
+    """One key block of the streaming softmax, in log2 units: acc (BM, BD) fp32, l_i and m_i (BM,),
+    b_s (BM, BN) scores already masked (-inf where a key is not allowed), b_v (BN, BD). A row whose
+    scores have all been -inf keeps m = -inf and l = 0 (its max is taken as 0 in the exponentials,
+    so it stays finite). Shared by this op's and the cross-attention op's forward kernels."""
+    m_new = tl.maximum(m_i, tl.max(b_s, 1))                                      # (BM,)
+    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+    b_p = tl.math.exp2(b_s - m_safe[:, None])                                    # (BM, BN)
+    alpha = tl.math.exp2(m_i - m_safe)
+    l_i = l_i * alpha + tl.sum(b_p, 1)
+    acc = acc * alpha[:, None] + tl.dot(b_p.to(b_v.dtype), b_v, input_precision=DOT_PRECISION)
+    return acc, l_i, m_new
+
+
+@triton.jit
 def _fwd_inner(acc, l_i, m_i, q, k_base, v_base, kvalid_base, offs_m, offs_d,
                lo, hi, N, left, right, G, qk_scale,
                HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr,
@@ -33,15 +48,9 @@ def _fwd_inner(acc, l_i, m_i, q, k_base, v_base, kvalid_base, offs_m, offs_d,
         if HAS_PAD:
             b_kvalid = tl.load(kvalid_base + offs_n, mask=mask_n, other=0)       # (BN,)
             b_qk = tl.where(b_kvalid[None, :] != 0, b_qk, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(b_qk, 1))                                 # (BM,)
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)                    # empty rows stay finite
-        b_p = tl.math.exp2(b_qk - m_safe[:, None])                               # (BM, BN)
-        alpha = tl.math.exp2(m_i - m_safe)
-        l_i = l_i * alpha + tl.sum(b_p, 1)
         b_v = tl.load(v_base + offs_n[:, None] * HEAD_DIM + offs_d[None, :],
                       mask=mask_n[:, None] & mask_d[None, :], other=0.0)         # (BN, BD)
-        acc = acc * alpha[:, None] + tl.dot(b_p.to(b_v.dtype), b_v, input_precision=DOT_PRECISION)
-        m_i = m_new
+        acc, l_i, m_i = online_softmax_step(acc, l_i, m_i, b_qk, b_v, DOT_PRECISION)
     return acc, l_i, m_i
 
 
