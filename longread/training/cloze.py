@@ -25,8 +25,21 @@ def _question(sentence: str, start: int, end: int, word: str) -> str:
     return re.sub(r"[.!?]$", "?", q)
 
 
-def cloze_records(passages: Iterable[str], n: int, seed: int = 0) -> List[QARecord]:
-    """Up to ``n`` cloze questions, at most one per passage."""
+def candidate_spans(sentence: str, numbers: bool = True):
+    """(start, end, question word) of the spans a question can blank in ``sentence``: years, other
+    numbers (when ``numbers``), then capitalised names (not the sentence's first word, which is
+    capitalised by position)."""
+    out = [(a.start(), a.end(), "what year") for a in _YEAR.finditer(sentence)]
+    if numbers:
+        out += [(a.start(), a.end(), "how many") for a in _NUMBER.finditer(sentence) if not _YEAR.fullmatch(a.group())]
+    first_word = len(sentence) - len(sentence.lstrip())
+    out += [(a.start(), a.end(), "what") for a in _NAME.finditer(sentence) if a.start() > first_word]
+    return out
+
+
+def one_per_passage(passages: Iterable[str], n: int, seed: int, make) -> List[QARecord]:
+    """Up to ``n`` records, at most one per passage: passages in a seeded random order, each given
+    to ``make(rng, index, text) -> QARecord or None``."""
     rng = random.Random(seed)
     passages = list(passages)
     rng.shuffle(passages)
@@ -34,21 +47,29 @@ def cloze_records(passages: Iterable[str], n: int, seed: int = 0) -> List[QAReco
     for pi, text in enumerate(passages):
         if len(out) >= n:
             break
-        sentences = [m for m in _SENTENCE.finditer(text) if 8 <= len(m.group().split()) <= 40]
-        if not sentences:
-            continue
-        m = rng.choice(sentences)
-        sent = m.group()
-        cands = [(a, "what year") for a in _YEAR.finditer(sent)]
-        cands += [(a, "how many") for a in _NUMBER.finditer(sent) if not _YEAR.fullmatch(a.group())]
-        first_word = len(sent) - len(sent.lstrip())        # capitalised by position, not a name
-        cands += [(a, "what") for a in _NAME.finditer(sent) if a.start() > first_word]
-        if not cands:
-            continue
-        ans, word = rng.choice(cands)
-        question = _question(sent, ans.start(), ans.end(), word)
-        if len(question.split()) < 5:
-            continue
-        out.append(QARecord(id=f"cloze-{pi}", question=question, context=text, answer_text=ans.group(),
-                            answer_start=m.start() + ans.start(), article=f"cloze-{pi}"))
+        record = make(rng, pi, text)
+        if record is not None:
+            out.append(record)
     return out
+
+
+def cloze_records(passages: Iterable[str], n: int, seed: int = 0) -> List[QARecord]:
+    """Up to ``n`` cloze questions, at most one per passage."""
+    return one_per_passage(passages, n, seed, _cloze)
+
+
+def _cloze(rng: random.Random, pi: int, text: str):
+    sentences = [m for m in _SENTENCE.finditer(text) if 8 <= len(m.group().split()) <= 40]
+    if not sentences:
+        return None
+    m = rng.choice(sentences)
+    sent = m.group()
+    cands = candidate_spans(sent)
+    if not cands:
+        return None
+    a, b, word = rng.choice(cands)
+    question = _question(sent, a, b, word)
+    if len(question.split()) < 5:
+        return None
+    return QARecord(id=f"cloze-{pi}", question=question, context=text, answer_text=sent[a:b],
+                    answer_start=m.start() + a, article=f"cloze-{pi}")

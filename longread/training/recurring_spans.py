@@ -16,49 +16,37 @@ import random
 from collections import defaultdict
 from typing import Iterable, List
 
-from .cloze import _NAME, _SENTENCE, _YEAR, _question
+from .cloze import _SENTENCE, _question, candidate_spans, one_per_passage
 from .data import QARecord
-
-
-def _spans(sentence: str):
-    """(start, end, question word) of the candidate spans of one sentence."""
-    out = [(m.start(), m.end(), "what year") for m in _YEAR.finditer(sentence)]
-    first_word = len(sentence) - len(sentence.lstrip())
-    out += [(m.start(), m.end(), "what") for m in _NAME.finditer(sentence) if m.start() > first_word]
-    return out
 
 
 def recurring_span_records(passages: Iterable[str], n: int, seed: int = 0) -> List[QARecord]:
     """Up to ``n`` recurring-span questions, at most one per passage. Each answer occurs exactly
     once in its context (the passage without the question's sentence)."""
-    rng = random.Random(seed)
-    passages = list(passages)
-    rng.shuffle(passages)
-    out: List[QARecord] = []
-    for pi, text in enumerate(passages):
-        if len(out) >= n:
-            break
-        sentences = list(_SENTENCE.finditer(text))
-        where = defaultdict(list)                     # span text -> [(sentence index, start, end, word)]
-        for si, m in enumerate(sentences):
-            for a, b, word in _spans(m.group()):
-                where[m.group()[a:b]].append((si, a, b, word))
-        pairs = [(span, occ) for span, occ in where.items()
-                 if len(occ) == 2 and occ[0][0] != occ[1][0] and text.count(span) == 2]
-        if not pairs:
-            continue
-        span, occ = rng.choice(pairs)
-        q_occ, a_occ = rng.sample(occ, 2)
-        q_sent = sentences[q_occ[0]]
-        if not 6 <= len(q_sent.group().split()) <= 40:
-            continue
-        question = _question(q_sent.group(), q_occ[1], q_occ[2], q_occ[3])
-        context = (text[:q_sent.start()] + text[q_sent.end():]).strip()
-        lead = len(text[:q_sent.start()]) - len(text[:q_sent.start()].lstrip())
-        a_sent = sentences[a_occ[0]]
-        start = a_sent.start() + a_occ[1] - (len(q_sent.group()) if a_sent.start() > q_sent.start() else 0) - lead
-        if context[start:start + len(span)] != span or context.count(span) != 1:
-            continue
-        out.append(QARecord(id=f"recurring-{pi}", question=question, context=context, answer_text=span,
-                            answer_start=start, article=f"recurring-{pi}"))
-    return out
+    return one_per_passage(passages, n, seed, _recurring)
+
+
+def _recurring(rng: random.Random, pi: int, text: str):
+    sentences = list(_SENTENCE.finditer(text))
+    where = defaultdict(list)                     # span text -> [(sentence index, start, end, word)]
+    for si, m in enumerate(sentences):
+        for a, b, word in candidate_spans(m.group(), numbers=False):
+            where[m.group()[a:b]].append((si, a, b, word))
+    pairs = [(span, occ) for span, occ in where.items()
+             if len(occ) == 2 and occ[0][0] != occ[1][0] and text.count(span) == 2]
+    if not pairs:
+        return None
+    span, occ = rng.choice(pairs)
+    q_occ, a_occ = rng.sample(occ, 2)
+    q_sent = sentences[q_occ[0]]
+    if not 6 <= len(q_sent.group().split()) <= 40:
+        return None
+    question = _question(q_sent.group(), q_occ[1], q_occ[2], q_occ[3])
+    context = (text[:q_sent.start()] + text[q_sent.end():]).strip()
+    lead = len(text[:q_sent.start()]) - len(text[:q_sent.start()].lstrip())
+    a_sent = sentences[a_occ[0]]
+    start = a_sent.start() + a_occ[1] - (len(q_sent.group()) if a_sent.start() > q_sent.start() else 0) - lead
+    if context[start:start + len(span)] != span or context.count(span) != 1:
+        return None
+    return QARecord(id=f"recurring-{pi}", question=question, context=context, answer_text=span,
+                    answer_start=start, article=f"recurring-{pi}")
