@@ -216,6 +216,14 @@ def load_reader(model: Optional[str], device=None, dtype=None):
     return Reader.from_pretrained(model, device=device, dtype=dtype)
 
 
+def reader_from_args(args):
+    """The reader a script's ``--model/--device/--dtype/--threads`` arguments ask for (torch's
+    thread count set first, when given)."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return load_reader(args.model, device=args.device, dtype=parse_dtype(args.dtype))
+
+
 def reader_description(reader, model_arg: Optional[str]) -> dict:
     from dataclasses import asdict
 

@@ -41,8 +41,8 @@ import torch
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (DATA_DIR, PROJECT_ROOT, PeakMemory, Timer, environment, load_reader, load_squad,  # noqa: E402
-                     load_wiki, markdown_table, parse_dtype, reader_description, report)
+from _common import (DATA_DIR, PROJECT_ROOT, PeakMemory, Timer, environment, load_squad, load_wiki,  # noqa: E402
+                     markdown_table, reader_description, reader_from_args, report)
 
 from longread.decoding import best_spans  # noqa: E402
 from longread.layout import question_inputs  # noqa: E402
@@ -426,9 +426,7 @@ def cpu_target(result: dict, env: dict) -> Optional[dict]:
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    reader = load_reader(args.model, device=args.device, dtype=parse_dtype(args.dtype))
+    reader = reader_from_args(args)
     device = reader.device
     lengths = ([int(x) for x in args.lengths.split(",") if x.strip()] if args.lengths
                else default_lengths(device, args.quick))

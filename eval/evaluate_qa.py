@@ -25,12 +25,11 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (DATA_DIR, PROJECT_ROOT, environment, load_reader, load_squad, load_wiki,  # noqa: E402
-                     markdown_table, norm_title, parse_dtype, reader_description, report)
+from _common import (DATA_DIR, PROJECT_ROOT, environment, load_squad, load_wiki, markdown_table,  # noqa: E402
+                     norm_title, reader_description, reader_from_args, report)
 
 from longread.metrics import text_em_f1  # noqa: E402
 
@@ -280,9 +279,7 @@ def render_markdown(result: dict) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    reader = load_reader(args.model, device=args.device, dtype=parse_dtype(args.dtype))
+    reader = reader_from_args(args)
     result = {"environment": environment(reader.device, "eval/evaluate_qa.py", argv),
               "model": reader_description(reader, args.model),
               "settings": {"quick": args.quick, "limit": args.limit, "seed": args.seed,

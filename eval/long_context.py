@@ -52,7 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import plots  # noqa: E402
 import tasks as T  # noqa: E402
 from _common import (DATA_DIR, PROJECT_ROOT, PeakMemory, Timer, environment, load_reader, load_squad,  # noqa: E402
-                     load_wiki, markdown_table, parse_dtype, reader_description, write_outputs)
+                     load_wiki, markdown_table, reader_description, reader_from_args, write_outputs)
 from bench_reader import HFWindowQA, check_hf_equivalence, reader_to_hf_bert  # noqa: E402
 
 from longread.decoding import best_spans  # noqa: E402
@@ -465,9 +465,7 @@ def build_systems(args, reader, samples, result) -> dict:
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    reader = load_reader(args.model, device=args.device, dtype=parse_dtype(args.dtype))
+    reader = reader_from_args(args)
     device = reader.device
     lengths = args.lengths or list(QUICK["lengths"] if args.quick else
                                    GPU_LENGTHS if device.type == "cuda" else CPU_LENGTHS)
