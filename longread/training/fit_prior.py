@@ -34,9 +34,11 @@ MBR_TEMPERATURES = (0.0, 0.25, 0.5, 1.0)
 
 def collect(reader: Reader, records):
     """Per question: raw start/end logits, passage cosines, token -> passage, and the gold."""
-    rows = []
+    rows, documents = [], {}
     for rec in records:
-        prepared = reader.prepare(rec.context)
+        if rec.context not in documents:       # one prepared document per article: its encoding and
+            documents[rec.context] = reader.prepare(rec.context)      # passage embeddings are cached
+        prepared = documents[rec.context]
         start, end = reader.logits(prepared, rec.question)
         token_passage, cosine = passage_cosines(reader.retriever, prepared, rec.question)
         rows.append((prepared, start.float().cpu(), end.float().cpu(), token_passage, cosine, rec.answer_text))
