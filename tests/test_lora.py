@@ -48,3 +48,31 @@ def test_lora_delta_round_trip():
     merged = fresh(ids, pos, typ, q)
     torch.testing.assert_close(merged.start_logits, after.start_logits, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(merged.end_logits, after.end_logits, atol=1e-5, rtol=1e-5)
+
+
+def test_question_free_adapters_with_full_upper_layers_round_trip():
+    """The training script's mix: question-aware layers in full plus LoRA adapters on the
+    question-free layers; the saved delta (whole tensors and LoRA factors) merges back exactly."""
+    from longread.training.train import select_trainable
+
+    base = tiny_model()
+    base.config.question_free_layers = 1
+    fresh = copy.deepcopy(base)
+    scale = select_trainable(base, question_free_layers=1, lora_rank=0, question_free_lora_rank=4)
+    base.eval()                                       # the adapters' dropout off
+    trained = {n for n, p in base.named_parameters() if p.requires_grad}
+    assert {n for n in trained if n.startswith("layers.0.")} == {
+        f"layers.0.{m}.{f}" for m in ("attn.q", "attn.k", "attn.v", "attn.out", "mlp.up", "mlp.down")
+        for f in ("lora_A", "lora_B")}
+    assert "layers.1.attn.q.weight" in trained and "layers.1.mlp.up.lora_A" not in trained
+    assert not any(n.startswith(("embed", "layers.0.")) and not n.endswith(("lora_A", "lora_B")) for n in trained)
+    ids, pos, typ, q = inputs()
+    with torch.no_grad():
+        for p in base.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.05)
+    after = base(ids, pos, typ, q)
+    apply_delta(fresh, trainable_delta(base), lora_scale=scale)
+    merged = fresh(ids, pos, typ, q)
+    torch.testing.assert_close(merged.start_logits, after.start_logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(merged.end_logits, after.end_logits, atol=1e-5, rtol=1e-5)

@@ -1,6 +1,7 @@
 """Train the offline default reader on the MiniLM base: LoRA adapters on the question-aware layers
 (or those layers in full with --lora-rank 0), the span head and the summaries' chunk signal. The
-question-free layers stay the pretrained ones, so training never back-propagates through them.
+question-free layers stay the pretrained ones unless --question-free-lora-rank gives them LoRA
+adapters too (they still never see the question, so a document's encoding stays cacheable).
 
     python -m longread.training.train --data-dir ../shared/data --out longread/default_model
 
@@ -56,6 +57,10 @@ def parse_args(argv=None):
                    help="LoRA adapters of rank r on the question-aware layers (default 16: a delta of about 1 MiB); "
                         "0: train those layers in full (how the shipped reader was trained)")
     p.add_argument("--question-free-layers", type=int, default=3)
+    p.add_argument("--question-free-lora-rank", type=int, default=0,
+                   help="LoRA adapters of rank r on the question-free layers too (default 0: they stay the "
+                        "pretrained ones); they still never see the question, so documents stay cacheable")
+    p.add_argument("--question-free-lr", type=float, default=2e-4, help="learning rate of those adapters")
     p.add_argument("--window", type=int, default=128)
     p.add_argument("--chunk-size", type=int, default=256)
     p.add_argument("--target-tokens", default="256,512,768")
@@ -78,6 +83,32 @@ def parse_args(argv=None):
     p.add_argument("--device", default=None)
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
+
+
+LINEARS = r"(attn\.(q|k|v|out)|mlp\.(up|down))$"
+
+
+def question_free_pattern(k: int) -> str:
+    """Parameter names of the layers below ``k`` (``layers.0.`` .. ``layers.{k-1}.``)."""
+    return r"layers\.(" + "|".join(str(i) for i in range(k)) + r")\." if k else r"(?!)"
+
+
+def select_trainable(model, question_free_layers: int, lora_rank: int, question_free_lora_rank: int = 0) -> float:
+    """Mark what trains: the question-aware layers (LoRA adapters of ``lora_rank``, or in full with
+    0), optional LoRA adapters on the question-free layers (``question_free_lora_rank``; they still
+    never see the question), the span head and the summaries. Returns the delta's LoRA scale."""
+    if lora_rank and question_free_lora_rank and lora_rank != question_free_lora_rank:
+        raise SystemExit("--lora-rank and --question-free-lora-rank must match (one LoRA scale per delta)")
+    upper = rf"layers\.([{question_free_layers}-9]|\d\d+)\."
+    lower = question_free_pattern(question_free_layers)
+    rank = lora_rank or question_free_lora_rank
+    targets = "|".join(t for t, r in ((upper, lora_rank), (lower, question_free_lora_rank)) if r > 0)
+    scale = add_lora(model, rank=rank, alpha=2.0 * rank, targets=rf"^({targets}){LINEARS}") if targets else 1.0
+    if lora_rank == 0:                   # the question-aware layers in full
+        for name, p in model.named_parameters():
+            if not name.endswith((".lora_A", ".lora_B")):
+                p.requires_grad = bool(re.match(upper, name)) or name.startswith(("qa_head.", "summaries."))
+    return scale
 
 
 def span_loss(out, batch):
@@ -160,21 +191,26 @@ def main(argv=None):
     torch.nn.init.zeros_(model.qa_head.bias)
     if args.init_from and args.lora_rank > 0:
         raise SystemExit("--init-from continues a fully trained delta: pass --lora-rank 0 with it")
+    resumed = {}
     if args.init_from:
         from safetensors.torch import load_file
 
         from ..reader import apply_delta
 
-        apply_delta(model, load_file(str(Path(args.init_from) / DELTA_NAME)))
+        resumed = load_file(str(Path(args.init_from) / DELTA_NAME))
+        apply_delta(model, {k: v for k, v in resumed.items() if not k.endswith((".lora_A", ".lora_B"))})
+        resumed = {k: v for k, v in resumed.items() if k.endswith((".lora_A", ".lora_B"))}
         print(f"initialised from {args.init_from}")
-    lora_scale = 1.0
-    upper = rf"layers\.([{args.question_free_layers}-9]|\d\d+)\."
-    if args.lora_rank > 0:
-        lora_scale = add_lora(model, rank=args.lora_rank, alpha=2.0 * args.lora_rank,
-                              targets=upper + r"(attn\.(q|k|v|out)|mlp\.(up|down))$")
-    else:
-        for name, p in model.named_parameters():
-            p.requires_grad = bool(re.match(upper, name)) or name.startswith(("qa_head.", "summaries."))
+    lora_scale = select_trainable(model, args.question_free_layers, args.lora_rank, args.question_free_lora_rank)
+    if resumed:                          # adapters go on training from where they were (same rank)
+        params = dict(model.named_parameters())
+        if set(resumed) != {n for n in params if n.endswith((".lora_A", ".lora_B"))} or any(
+                params[k].shape != v.shape for k, v in resumed.items()):
+            raise SystemExit(f"{args.init_from} has LoRA adapters of another shape: continue it with the "
+                             "--question-free-lora-rank it was trained with")
+        with torch.no_grad():
+            for k, v in resumed.items():
+                params[k].copy_(v)
     model.to(device).train()
     trainable = [p for p in model.parameters() if p.requires_grad]
     print(f"trainable parameters: {count(trainable):,} of {count(model.parameters()):,}")
@@ -217,9 +253,14 @@ def main(argv=None):
     steps_per_epoch = math.ceil(len(first) / args.batch_size)
     total = steps_per_epoch * args.epochs
     head = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith("qa_head.")]
-    rest = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("qa_head.")]
-    opt = torch.optim.AdamW([{"params": rest, "lr": args.lr}, {"params": head, "lr": args.head_lr}],
-                            weight_decay=0.01)
+    lower = question_free_pattern(args.question_free_layers)
+    low = [p for n, p in model.named_parameters() if p.requires_grad and re.match(lower, n)]
+    rest = [p for n, p in model.named_parameters()
+            if p.requires_grad and not n.startswith("qa_head.") and not re.match(lower, n)]
+    groups = [{"params": rest, "lr": args.lr}, {"params": head, "lr": args.head_lr}]
+    if low:
+        groups.append({"params": low, "lr": args.question_free_lr})
+    opt = torch.optim.AdamW(groups, weight_decay=0.01)
     warm = max(1, int(args.warmup * total))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(1, total - warm))))
