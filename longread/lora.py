@@ -20,6 +20,11 @@ DEFAULT_TARGETS = r"layers\.\d+\.(attn\.(q|k|v|out)|mlp\.(up|down))$"
 FULL_TRAIN = r"^(qa_head\.|summaries\.)"
 
 
+def is_adapter(name: str) -> bool:
+    """Whether a parameter (or delta) name is a LoRA factor (``<linear>.lora_A`` / ``.lora_B``)."""
+    return name.endswith((".lora_A", ".lora_B"))
+
+
 class LoRALinear(nn.Module):
     def __init__(self, base: nn.Linear, rank: int, alpha: float, dropout: float = 0.0):
         super().__init__()
@@ -47,7 +52,7 @@ def add_lora(model: nn.Module, rank: int = 16, alpha: float = 32.0, dropout: flo
             setattr(model.get_submodule(parent_name), attr, LoRALinear(module, rank, alpha, dropout))
     full = re.compile(FULL_TRAIN)
     for name, p in model.named_parameters():
-        p.requires_grad = name.endswith((".lora_A", ".lora_B")) or bool(full.search(name))
+        p.requires_grad = is_adapter(name) or bool(full.search(name))
     return alpha / rank
 
 

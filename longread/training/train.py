@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from ..checkpoints import load_hf_model
 from ..decoding import best_spans
 from ..layout import LayoutConfig
-from ..lora import add_lora, count, trainable_delta
+from ..lora import FULL_TRAIN, add_lora, count, is_adapter, trainable_delta
 from ..metrics import squad_em_f1
 from ..reader import CONFIG_NAME, DELTA_NAME, ReaderConfig, _base_model_dir
 from .cloze import cloze_records
@@ -106,8 +106,8 @@ def select_trainable(model, question_free_layers: int, lora_rank: int, question_
     scale = add_lora(model, rank=rank, alpha=2.0 * rank, targets=rf"^({targets}){LINEARS}") if targets else 1.0
     if lora_rank == 0:                   # the question-aware layers in full
         for name, p in model.named_parameters():
-            if not name.endswith((".lora_A", ".lora_B")):
-                p.requires_grad = bool(re.match(upper, name)) or name.startswith(("qa_head.", "summaries."))
+            if not is_adapter(name):
+                p.requires_grad = bool(re.match(upper, name) or re.search(FULL_TRAIN, name))
     return scale
 
 
@@ -191,25 +191,25 @@ def main(argv=None):
     torch.nn.init.zeros_(model.qa_head.bias)
     if args.init_from and args.lora_rank > 0:
         raise SystemExit("--init-from continues a fully trained delta: pass --lora-rank 0 with it")
-    resumed = {}
+    adapters = {}                        # the init delta's LoRA factors: resumed, not merged
     if args.init_from:
         from safetensors.torch import load_file
 
         from ..reader import apply_delta
 
-        resumed = load_file(str(Path(args.init_from) / DELTA_NAME))
-        apply_delta(model, {k: v for k, v in resumed.items() if not k.endswith((".lora_A", ".lora_B"))})
-        resumed = {k: v for k, v in resumed.items() if k.endswith((".lora_A", ".lora_B"))}
+        saved = load_file(str(Path(args.init_from) / DELTA_NAME))
+        apply_delta(model, {k: v for k, v in saved.items() if not is_adapter(k)})
+        adapters = {k: v for k, v in saved.items() if is_adapter(k)}
         print(f"initialised from {args.init_from}")
     lora_scale = select_trainable(model, args.question_free_layers, args.lora_rank, args.question_free_lora_rank)
-    if resumed:                          # adapters go on training from where they were (same rank)
+    if adapters:                         # they go on training from where they were (same rank)
         params = dict(model.named_parameters())
-        if set(resumed) != {n for n in params if n.endswith((".lora_A", ".lora_B"))} or any(
-                params[k].shape != v.shape for k, v in resumed.items()):
+        if set(adapters) != {n for n in params if is_adapter(n)} or any(
+                params[k].shape != v.shape for k, v in adapters.items()):
             raise SystemExit(f"{args.init_from} has LoRA adapters of another shape: continue it with the "
                              "--question-free-lora-rank it was trained with")
         with torch.no_grad():
-            for k, v in resumed.items():
+            for k, v in adapters.items():
                 params[k].copy_(v)
     model.to(device).train()
     trainable = [p for p in model.parameters() if p.requires_grad]
