@@ -84,6 +84,8 @@ def _load(args):
 
 def _print_text(ans, question: str) -> None:
     print(f"Q: {question}")
+    if ans.no_answer:
+        print(f"  no answer found in the document (score {ans.no_answer_score:.3f}); best guess:")
     for rank, a in enumerate([ans] + list(ans.alternatives), 1):
         before = "".join(re.findall(r"\S+\s*", a.context[: a.start - a.context_start])[-CONTEXT_WORDS:])
         after = "".join(re.findall(r"\s*\S+", a.context[a.end - a.context_start:])[:CONTEXT_WORDS])

@@ -16,7 +16,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
-from typing import List
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -31,17 +31,22 @@ class Span:
 
 def best_spans(start_logits: torch.Tensor, end_logits: torch.Tensor, top_k: int = 5,
                max_answer_tokens: int = 30, temperature: float = 1.0, candidates: int = 32,
-               mbr_temperature: float = 0.0, mbr_candidates: int = 64) -> List[Span]:
+               mbr_temperature: float = 0.0, mbr_candidates: int = 64,
+               segments: Optional[torch.Tensor] = None,
+               null_logits: Optional[Tuple[float, float]] = None) -> List[Span]:
     """start_logits, end_logits: (n,) over document tokens. Returns up to top_k spans, best first,
     with ``0 <= end - start < max_answer_tokens``; a span overlapping a better one is skipped, so
     alternatives are distinct places. ``mbr_temperature``/``mbr_candidates``: see the module
-    docstring (0: the most probable span first). Cost O(n * max_answer_tokens) (a sliding max)
+    docstring (0: the most probable span first). ``segments`` (n,) int: a span's first and last
+    token must lie in the same segment (segments are contiguous runs, e.g. the document text
+    between two images' OCR blocks, and each block). ``null_logits`` (start, end): the
+    no-answer slot's logits, which then share the softmax, so span scores and
+    :func:`null_probability` add up to at most 1. Cost O(n * max_answer_tokens) (a sliding max)
     plus O(candidates * max_answer_tokens + mbr_candidates^2)."""
     n = start_logits.shape[0]
     if n == 0:
         return []
-    ls = torch.log_softmax(start_logits.float() / temperature, dim=0)            # (n,)
-    le = torch.log_softmax(end_logits.float() / temperature, dim=0)              # (n,)
+    ls, le = span_log_probs(start_logits, end_logits, temperature, null_logits)
     k = min(candidates, n)
     width = min(max_answer_tokens, n)
     # best end for each top start, and best start for each top end
@@ -52,8 +57,33 @@ def best_spans(start_logits: torch.Tensor, end_logits: torch.Tensor, top_k: int 
     reach = F.pad(ls, (width - 1, 0), value=float("-inf")).unfold(0, width, 1)   # (n, width)
     joint_ends = torch.topk(reach.max(dim=1).values + le, k).indices
     cand_s, cand_e = candidate_pairs(starts, torch.cat([ends, joint_ends]), width, n)
-    return select_spans(cand_s, cand_e, ls[cand_s] + le[cand_e], top_k, max_answer_tokens,
-                        mbr_temperature, mbr_candidates)
+    scores = ls[cand_s] + le[cand_e]
+    if segments is not None:
+        segments = segments.to(cand_s.device)
+        scores = scores.masked_fill(segments[cand_s] != segments[cand_e], float("-inf"))
+    return select_spans(cand_s, cand_e, scores, top_k, max_answer_tokens, mbr_temperature, mbr_candidates)
+
+
+def span_log_probs(start_logits: torch.Tensor, end_logits: torch.Tensor, temperature: float = 1.0,
+                   null_logits: Optional[Tuple[float, float]] = None):
+    """Per-token log P(start), log P(end), (n,) each, under one softmax over the document's tokens
+    (and the no-answer slot, when ``null_logits`` is given)."""
+    s, e = start_logits.float() / temperature, end_logits.float() / temperature
+    if null_logits is None:
+        return torch.log_softmax(s, dim=0), torch.log_softmax(e, dim=0)
+    ns = torch.tensor([null_logits[0] / temperature], device=s.device)
+    ne = torch.tensor([null_logits[1] / temperature], device=s.device)
+    return s - torch.logsumexp(torch.cat([ns, s]), 0), e - torch.logsumexp(torch.cat([ne, e]), 0)
+
+
+def null_probability(start_logits: torch.Tensor, end_logits: torch.Tensor, null_logits: Tuple[float, float],
+                     temperature: float = 1.0) -> float:
+    """P(no answer) = P_start(null) * P_end(null) under the same softmax as the spans'."""
+    s, e = start_logits.float() / temperature, end_logits.float() / temperature
+    ns, ne = null_logits[0] / temperature, null_logits[1] / temperature
+    log_p = (ns - torch.logsumexp(torch.cat([s.new_tensor([ns]), s]), 0)
+             + ne - torch.logsumexp(torch.cat([e.new_tensor([ne]), e]), 0))
+    return float(log_p.exp())
 
 
 def candidate_pairs(starts: torch.Tensor, ends: torch.Tensor, width: int, n: int):

@@ -60,3 +60,7 @@ class BatchInputError(LongreadError, ValueError):
 class FusionLayerError(LongreadError, ValueError):
     """Image fusion requested after a layer that cannot take it (not the last question-free layer
     or a question-aware layer)."""
+
+
+class InvalidOptionError(LongreadError, ValueError):
+    """An option with a value it cannot take (e.g. ``top_k=0``); the message names the valid range."""

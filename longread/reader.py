@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import warnings
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, fields
@@ -12,9 +13,10 @@ from typing import List, Optional, Sequence, Union
 import torch
 
 from .checkpoints import load_hf_model, resolve_path
-from .decoding import best_spans
+from .decoding import best_spans, null_probability
 from .document import Document, DocumentInput, load_document
-from .errors import CheckpointError, DeviceUnavailableError, DocumentTooLargeError, EmptyDocumentError
+from .errors import (CheckpointError, DeviceUnavailableError, DocumentTooLargeError, EmptyDocumentError,
+                     InvalidOptionError)
 from .layout import (DocumentInputs, LayoutConfig, TokenizedDocument, document_inputs, question_inputs,
                      tokenize_document)
 from .model import EncoderConfig, LongReaderModel
@@ -45,16 +47,27 @@ class ReaderConfig:
     # minimum-Bayes-risk span choice (longread/decoding.py): 0 picks the most probable span
     mbr_temperature: float = 0.0
     mbr_candidates: int = 64
+    # "not in the document": the question's [CLS] position is the no-answer slot of readers trained
+    # with one (longread.training.campaign); the verdict is no answer when
+    # log P(no answer) - log P(best span) > no_answer_threshold (fitted on held-out questions)
+    no_answer: bool = False
+    no_answer_threshold: float = 0.0
+    # alternatives less probable than this are not returned (they carry no information)
+    min_alternative_score: float = 1e-3
 
     def __post_init__(self):
         rules = {"max_answer_tokens": self.max_answer_tokens >= 1, "top_k": self.top_k >= 1,
                  "temperature": self.temperature > 0, "retrieval_weight": self.retrieval_weight >= 0,
                  "retrieval_temperature": self.retrieval_temperature > 0,
-                 "mbr_temperature": self.mbr_temperature >= 0, "mbr_candidates": self.mbr_candidates >= 1}
+                 "mbr_temperature": self.mbr_temperature >= 0, "mbr_candidates": self.mbr_candidates >= 1,
+                 "no_answer_threshold": math.isfinite(self.no_answer_threshold),
+                 "min_alternative_score": 0 <= self.min_alternative_score <= 1}
         bad = [f"{k}={getattr(self, k)!r}" for k, ok in rules.items() if not ok]
         if bad:
-            raise ValueError(f"invalid reader options {', '.join(bad)}: max_answer_tokens, top_k and mbr_candidates "
-                             "must be >= 1, temperatures > 0 (mbr_temperature >= 0, 0 = off), retrieval_weight >= 0")
+            raise InvalidOptionError(
+                f"invalid reader options {', '.join(bad)}: max_answer_tokens, top_k and mbr_candidates must be >= 1, "
+                "temperatures > 0 (mbr_temperature >= 0, 0 = off), retrieval_weight >= 0, no_answer_threshold "
+                "finite, min_alternative_score in [0, 1]")
 
 
 @dataclass
@@ -69,6 +82,9 @@ class Answer:
     context_start: int        # character offset of ``context`` in the document
     question: str = ""
     alternatives: List["Answer"] = field(default_factory=list)
+    # the verdict "the document does not say": text/start/end are then the best guess only
+    no_answer: bool = False
+    no_answer_score: Optional[float] = None     # P(no answer), for readers with a no-answer slot
     # with images, start/end index the reading text (the document text with each image's OCR
     # text inserted at its anchor: ``prepared.document.text``); see longread/vision/reading.py
     source: str = "text"              # "image" when the span is text read inside an image
@@ -311,6 +327,13 @@ class Reader:
     @torch.inference_mode()
     def logits(self, doc: DocumentInput, question: str):
         """Start/end logits over the document tokens: two (n,) float32 tensors."""
+        start, end, _ = self.question_logits(doc, question)
+        return start, end
+
+    @torch.inference_mode()
+    def question_logits(self, doc: DocumentInput, question: str):
+        """(start (n,), end (n,), null (2,)): the document tokens' start/end logits and the
+        no-answer slot's (the question's [CLS] position)."""
         prepared = self.prepare(doc)
         q = question_inputs(question, self.tokenizer, self.config.layout)
         to = lambda t: t.to(self.device)  # noqa: E731
@@ -322,7 +345,8 @@ class Reader:
             out = self.model.read(q_states, states, to(d.chunk_ids), d.num_chunks,
                                   image_context=self._image_context(prepared))
         lq = q.input_ids.shape[1]
-        return out.start_logits[0, lq:], out.end_logits[0, lq:]
+        null = torch.stack([out.start_logits[0, 0], out.end_logits[0, 0]]).float()
+        return out.start_logits[0, lq:], out.end_logits[0, lq:], null
 
     def _image_context(self, prepared: PreparedDocument):
         """Patch embeddings for the model's image fusion layers (None: no images or no fusion)."""
@@ -332,23 +356,50 @@ class Reader:
         return image_context(self.model, prepared)
 
     def answer(self, doc: DocumentInput, question: str = None, images: Optional[Sequence] = None,
-               top_k: Optional[int] = None, max_answer_tokens: Optional[int] = None) -> Answer:
-        """The best answer span in ``doc`` for ``question``, with ``top_k - 1`` alternatives.
+               top_k: Optional[int] = None, max_answer_tokens: Optional[int] = None,
+               allow_no_answer: Optional[bool] = None) -> Answer:
+        """The best answer span in ``doc`` for ``question``, with up to ``top_k - 1`` alternatives
+        (those with a probability of at least ``config.min_alternative_score``).
         ``images``: see :meth:`prepare`; an answer read inside an image says so (``source``,
-        ``image``, ``image_name``, ``box``)."""
+        ``image``, ``image_name``, ``box``), and no span mixes document text with image text.
+        ``allow_no_answer`` (default: ``config.no_answer``, on for readers trained with a
+        no-answer slot): the answer may be the verdict ``no_answer=True`` ("the document does not
+        say"), still carrying the best guess and its alternatives."""
+        top_k = self.config.top_k if top_k is None else top_k
+        max_answer_tokens = self.config.max_answer_tokens if max_answer_tokens is None else max_answer_tokens
+        _check_count("top_k", top_k)
+        _check_count("max_answer_tokens", max_answer_tokens)
+        allow = self.config.no_answer if allow_no_answer is None else bool(allow_no_answer)
         prepared = self.prepare(doc, images)
-        start_logits, end_logits = self.logits(prepared, question)
+        start_logits, end_logits, null = self.question_logits(prepared, question)
         if self.config.retrieval_weight:
             weight = self.config.retrieval_weight * self.config.temperature / 2
             bonus = self.retrieval_prior(prepared, question) * weight
             start_logits, end_logits = start_logits + bonus, end_logits + bonus
-        spans = best_spans(start_logits, end_logits, top_k=top_k or self.config.top_k,
-                           max_answer_tokens=max_answer_tokens or self.config.max_answer_tokens,
+        null_logits = (float(null[0]), float(null[1])) if self.config.no_answer else None
+        segments = None
+        if prepared.reading is not None:
+            segments = torch.as_tensor(prepared.reading.token_segments(prepared.tokens.offsets[:, 0]))
+        spans = best_spans(start_logits, end_logits, top_k=top_k, max_answer_tokens=max_answer_tokens,
                            temperature=self.config.temperature, mbr_temperature=self.config.mbr_temperature,
-                           mbr_candidates=self.config.mbr_candidates)
+                           mbr_candidates=self.config.mbr_candidates, segments=segments, null_logits=null_logits)
+        p_null = None
+        if null_logits is not None:
+            p_null = null_probability(start_logits, end_logits, null_logits, self.config.temperature)
+        return self.assemble_answer(prepared, spans, question, p_null, allow)
+
+    def assemble_answer(self, prepared: PreparedDocument, spans, question: str, p_null: Optional[float],
+                        allow_no_answer: bool) -> Answer:
+        """The Answer for the ranked ``spans``: alternatives below ``min_alternative_score`` dropped,
+        and with ``p_null`` (P(no answer)) the verdict against ``no_answer_threshold``."""
         answers = [self._to_answer(prepared, s, question) for s in spans]
         best = answers[0]
-        best.alternatives = answers[1:]
+        best.alternatives = [a for a in answers[1:] if a.score >= self.config.min_alternative_score]
+        if p_null is not None:
+            best.no_answer_score = p_null
+            top = max(s.score for s in spans)
+            best.no_answer = allow_no_answer and (math.log(max(p_null, 1e-300)) - math.log(max(top, 1e-300))
+                                                  > self.config.no_answer_threshold)
         return best
 
     @property
@@ -391,6 +442,11 @@ def _with_options(config: ReaderConfig, options: dict) -> ReaderConfig:
     layout = LayoutConfig(**{**asdict(config.layout), **{k: v for k, v in options.items() if k in layout_keys}})
     rest = {k: v for k, v in options.items() if k in reader_keys}
     return ReaderConfig(**{**asdict(config), "layout": layout, **rest})
+
+
+def _check_count(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidOptionError(f"{name} must be a whole number >= 1, got {value!r}")
 
 
 def _available_cpu_memory() -> Optional[int]:

@@ -56,7 +56,8 @@ def test_json_answers_are_exact(capsys, tiny, doc, tmp_path):
     assert [r["question"] for r in rows] == ["Where was Galileo born?", "Who discovered radium?",
                                              "Where was Curie born?"]
     for r in rows:
-        assert len(r["alternatives"]) == 1
+        assert len(r["alternatives"]) <= 1                  # only alternatives with a probability
+        assert all(a["score"] >= 1e-3 for a in r["alternatives"])
         for a in [r] + r["alternatives"]:
             assert TEXT[a["start"]:a["end"]] == a["text"] and a["page"] == 1
 
@@ -73,9 +74,9 @@ def test_text_output_shows_location_and_context(capsys, tiny, doc):
     code, out, _ = run(capsys, "ask", doc, "-q", "Where was Galileo born?", "--model", tiny, "--device", "cpu")
     assert code == 0
     lines = out.splitlines()
-    assert lines[0] == "Q: Where was Galileo born?" and len(lines) == 1 + 2 * 3
     reader = Reader.from_pretrained(tiny, device="cpu", dtype=torch.float32)
     best = reader.answer(doc, "Where was Galileo born?", top_k=3)
+    assert lines[0] == "Q: Where was Galileo born?" and len(lines) == 1 + 2 * (1 + len(best.alternatives))
     assert lines[1].startswith(f"  1. {best.text!r}  (score ") and f"chars {best.start}-{best.end}" in lines[1]
     flat = " ".join(best.text.split())
     shown = lines[2].strip()[3:-3].split(f"[{flat}]")               # "...before[answer]after..."

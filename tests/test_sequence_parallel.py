@@ -64,7 +64,8 @@ def tiny_reader(tmp: Path, name: str, summary_tokens: bool = True, **encoder) ->
     layout = LayoutConfig(chunk_size=24, max_question_tokens=32, max_position_embeddings=96,
                           summary_tokens=summary_tokens)
     reader = Reader(model, AutoTokenizer.from_pretrained(gt.get_model_path()),
-                    ReaderConfig(layout=layout, top_k=4, temperature=1.3), device="cpu", dtype=torch.float32)
+                    ReaderConfig(layout=layout, top_k=4, temperature=1.3, no_answer=True, min_alternative_score=0.0),
+                    device="cpu", dtype=torch.float32)
     reader.save_pretrained(tmp / name)
     return tmp / name
 
@@ -134,7 +135,12 @@ def check_against_reader(results: list, name: str, model_dir, text: str) -> None
                 assert (a["start"], a["end"], a["text"], a["chunk"]) == (b["start"], b["end"], b["text"], b["chunk"])
                 assert a["score"] == pytest.approx(b["score"], rel=SCORE_RTOL)
                 assert text[a["start"]:a["end"]] == a["text"]
-            assert len(got["alternatives"]) == len(ref["alternatives"]) == reader.config.top_k - 1
+            assert len(got["alternatives"]) == len(ref["alternatives"]) <= reader.config.top_k - 1
+            if reader.config.no_answer:                     # the no-answer slot shares the softmax
+                assert got["no_answer_score"] == pytest.approx(ref["no_answer_score"], rel=SCORE_RTOL)
+                assert got["no_answer"] == ref["no_answer"]
+            else:
+                assert got["no_answer_score"] is ref["no_answer_score"] is None
 
 
 def check_synthetic(results: list, world: int) -> None:

@@ -31,7 +31,7 @@ from ..model import Layer, LongReaderModel
 from ..reader import PreparedDocument
 from .comm import all_gather_rows, exchange_halo, global_logsumexp, merge_partial_attention, rank_and_world
 from .shards import ShardPlan, plan_shards
-from .spans import distributed_best_spans
+from .spans import distributed_best_spans, distributed_null_probability
 
 KEY_BLOCK_ELEMENTS = 1 << 24     # score entries per block in the global rows' attention
 
@@ -43,6 +43,7 @@ class ShardLogits:
     offset: int                  # first document token of the shard
     num_tokens: int              # n, the whole document
     plan: ShardPlan
+    null_logits: Tuple[float, float] = (0.0, 0.0)   # the no-answer slot (the question's [CLS]), every rank
 
 
 def _attention_with_lse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -129,7 +130,9 @@ def sequence_parallel_logits(model: LongReaderModel, doc: DocumentInputs, questi
     for i in range(cfg.question_free_layers, cfg.num_hidden_layers):
         x, g = _halo_layer(model, i, x, g, group), global_rows(model.layers[i], g, x, group)
     out = model.span_logits(x)                                                   # (1, n_r) each
-    return ShardLogits(out.start_logits[0], out.end_logits[0], a, int(chunk_starts[-1]), plan)
+    null = model.span_logits(g[:, :1])                                           # the question's [CLS]
+    return ShardLogits(out.start_logits[0], out.end_logits[0], a, int(chunk_starts[-1]), plan,
+                       (float(null.start_logits[0, 0]), float(null.end_logits[0, 0])))
 
 
 def shard_retrieval_prior(reader, prepared: PreparedDocument, question: str, shard: ShardLogits,
@@ -147,7 +150,8 @@ def shard_retrieval_prior(reader, prepared: PreparedDocument, question: str, sha
 
 
 def sequence_parallel_answer(reader, doc, question: str, group=None, top_k: Optional[int] = None,
-                             max_answer_tokens: Optional[int] = None, images: Optional[Sequence] = None):
+                             max_answer_tokens: Optional[int] = None, images: Optional[Sequence] = None,
+                             allow_no_answer: Optional[bool] = None):
     """``reader.answer(doc, question)`` computed by every rank of ``group`` together: each rank
     encodes one shard, and every rank returns the same ``Answer`` (with alternatives). Call it on
     every rank with the same arguments after ``torch.distributed.init_process_group``."""
@@ -176,12 +180,13 @@ def sequence_parallel_answer(reader, doc, question: str, group=None, top_k: Opti
             bonus = shard_retrieval_prior(reader, prepared, question, shard, group) * (
                 reader.config.retrieval_weight * reader.config.temperature / 2)
             shard.start_logits, shard.end_logits = shard.start_logits + bonus, shard.end_logits + bonus
+        null = shard.null_logits if reader.config.no_answer else None
         spans = distributed_best_spans(shard.start_logits, shard.end_logits, shard.offset, shard.num_tokens,
                                        group, top_k=top_k, max_answer_tokens=max_answer_tokens,
                                        temperature=reader.config.temperature,
                                        mbr_temperature=reader.config.mbr_temperature,
-                                       mbr_candidates=reader.config.mbr_candidates)
-    answers = [reader._to_answer(prepared, span, question) for span in spans]
-    best = answers[0]
-    best.alternatives = answers[1:]
-    return best
+                                       mbr_candidates=reader.config.mbr_candidates, null_logits=null)
+        p_null = None if null is None else distributed_null_probability(
+            shard.start_logits, shard.end_logits, null, reader.config.temperature, group)
+    allow = reader.config.no_answer if allow_no_answer is None else bool(allow_no_answer)
+    return reader.assemble_answer(prepared, spans, question, p_null, allow)

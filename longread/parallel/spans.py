@@ -46,15 +46,17 @@ def _gather_at(values: torch.Tensor, offset: int, index: torch.Tensor, group) ->
 
 def distributed_best_spans(start_logits: torch.Tensor, end_logits: torch.Tensor, offset: int, n: int,
                            group=None, top_k: int = 5, max_answer_tokens: int = 30, temperature: float = 1.0,
-                           candidates: int = 32, mbr_temperature: float = 0.0, mbr_candidates: int = 64) -> List[Span]:
+                           candidates: int = 32, mbr_temperature: float = 0.0, mbr_candidates: int = 64,
+                           null_logits=None) -> List[Span]:
     """start_logits, end_logits (n_r,): this rank's tokens ``[offset, offset + n_r)`` of a
     document of ``n`` tokens. Returns on every rank the spans ``best_spans`` returns for the
-    whole document (document token indices, scores under the document-wide softmax)."""
+    whole document (document token indices, scores under the document-wide softmax, which holds
+    the no-answer slot too when ``null_logits`` (start, end) is given)."""
     if n == 0:
         return []
     s = start_logits.float() / temperature
     e = end_logits.float() / temperature
-    norm = global_logsumexp(torch.stack([s, e]), group)                          # (2,)
+    norm = _normalisers(s, e, null_logits, temperature, group)                   # (2,)
     ls, le = s - norm[0], e - norm[1]                                            # (n_r,) log-probs
     k = min(candidates, n)
     width = min(max_answer_tokens, n)
@@ -67,3 +69,19 @@ def distributed_best_spans(start_logits: torch.Tensor, end_logits: torch.Tensor,
     cand_s, cand_e = candidate_pairs(starts, torch.cat([ends, joint_ends]), width, n)
     joint = _gather_at(ls, offset, cand_s, group) + _gather_at(le, offset, cand_e, group)
     return select_spans(cand_s, cand_e, joint, top_k, max_answer_tokens, mbr_temperature, mbr_candidates)
+
+
+def _normalisers(s: torch.Tensor, e: torch.Tensor, null_logits, temperature: float, group) -> torch.Tensor:
+    """log-sum-exp of the start and end scores over the whole document (and the no-answer slot)."""
+    norm = global_logsumexp(torch.stack([s, e]), group)                          # (2,)
+    if null_logits is not None:
+        norm = torch.logaddexp(norm, torch.tensor(null_logits, device=norm.device, dtype=norm.dtype) / temperature)
+    return norm
+
+
+def distributed_null_probability(start_logits: torch.Tensor, end_logits: torch.Tensor, null_logits,
+                                 temperature: float = 1.0, group=None) -> float:
+    """``decoding.null_probability`` over logits sharded across ranks (same value on every rank)."""
+    s, e = start_logits.float() / temperature, end_logits.float() / temperature
+    norm = _normalisers(s, e, null_logits, temperature, group)
+    return float(torch.exp(null_logits[0] / temperature + null_logits[1] / temperature - norm.sum()))

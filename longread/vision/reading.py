@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
+
 from ..document import Document
 from .images import LoadedImage
 from .ocr import OCRLine
@@ -48,6 +50,21 @@ class ReadingText:
                 return at
             shift += length
         return offset - shift
+
+    def block_bounds(self) -> List[Tuple[int, int]]:
+        """[start, end) of each inserted OCR block in the reading text, in text order."""
+        out, shift = [], 0
+        for at, length in self.inserts:
+            out.append((at + shift, at + shift + length))
+            shift += length
+        return out
+
+    def token_segments(self, token_starts: np.ndarray) -> np.ndarray:
+        """(n,) segment of each token (by its first character): the document text before the first
+        block is 0, the first block 1, the text after it 2, ... An answer span never has its two
+        ends in different segments, so it never mixes document text with text read from an image."""
+        edges = np.asarray([b for bounds in self.block_bounds() for b in bounds], dtype=np.int64)
+        return np.searchsorted(edges, np.asarray(token_starts, dtype=np.int64), side="right")
 
     def locate(self, start: int, end: int) -> Optional[Tuple[int, str, Tuple[float, float, float, float]]]:
         """(image index, image name, box) when ``[start, end)`` lies inside one image's OCR text;
