@@ -8,7 +8,7 @@ from .api import answer, default_reader
 from .document import Document, DocumentImage, load_document
 from .errors import (CheckpointError, DeviceUnavailableError, DocumentReadError, DocumentTooLargeError,
                      EmptyDocumentError, EmptyQuestionError, LongreadError, QuestionTooLongError)
-from .errors import ImageAnchorError, ImageReadError, OCRUnavailableError
+from .errors import ImageAnchorError, ImageReadError, InvalidOptionError, OCRUnavailableError
 from .model import EncoderConfig, LongReaderModel, QAOutput
 from .reader import Answer, PreparedDocument, Reader, ReaderConfig
 
@@ -18,4 +18,4 @@ __all__ = ["answer", "default_reader", "Reader", "ReaderConfig", "Answer", "Prep
            "load_document", "EncoderConfig", "LongReaderModel", "QAOutput", "LongreadError",
            "EmptyDocumentError", "EmptyQuestionError", "QuestionTooLongError", "DocumentReadError",
            "DocumentTooLargeError", "DeviceUnavailableError", "CheckpointError", "DocumentImage", "ImageReadError",
-           "ImageAnchorError", "OCRUnavailableError"]
+           "ImageAnchorError", "OCRUnavailableError", "InvalidOptionError"]

@@ -12,10 +12,13 @@ question's id to its position in the list; give explicit ids if the input may be
 Output (JSONL), one line per question, in input order::
 
     {"doc_id": ..., "question_id": ..., "question": ..., "answer": ..., "start": ..., "end": ...,
-     "score": ..., "page": ..., "chunk": ..., "alternatives": [{"answer", "start", "end", "score"}, ...]}
+     "score": ..., "page": ..., "chunk": ..., "no_answer": ..., "no_answer_score": ...,
+     "alternatives": [{"answer", "start", "end", "score"}, ...]}
 
 or ``"error"`` / ``"error_type"`` instead of the answer when the document or the question is
-unusable (unreadable file, empty document, empty or too long question); such lines count as done.
+unusable (unreadable file, empty document, empty or too long question, or any other failure,
+which is also reported on stderr): one bad document never stops the batch, and such lines count
+as done. An output file that holds anything but these lines is refused, never overwritten.
 
 Data parallelism: ``torchrun --nproc-per-node N -m longread.batch --input ... --output ...``.
 Documents are dealt to the ranks round robin; rank r appends each answer to
@@ -37,9 +40,9 @@ from typing import Dict, Iterator, List, Optional, Set, Tuple
 import torch
 
 from .document import Document, load_document
-from .errors import BatchInputError, DocumentReadError, EmptyDocumentError, EmptyQuestionError, QuestionTooLongError
+from .errors import BatchInputError, LongreadError
+from .serialize import json_line
 
-INPUT_ERRORS = (DocumentReadError, EmptyDocumentError, EmptyQuestionError, QuestionTooLongError)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 Key = Tuple[str, str]
 
@@ -105,16 +108,28 @@ def load_source(doc: dict) -> Document:
 
 
 def read_records(path: Path) -> Iterator[dict]:
-    """The complete JSON lines of an output or part file (a line cut short by a crash is skipped)."""
+    """The complete JSON lines of an output or part file (a line cut short by a crash is skipped).
+    A file holding anything else (another program's JSON, text) is a BatchInputError: it is never
+    overwritten."""
     if not path.exists():
         return
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.endswith("\n"):
-                try:
-                    yield json.loads(line)
-                except json.JSONDecodeError:
-                    continue
+    try:
+        f = open(path, encoding="utf-8")
+    except OSError as exc:
+        raise BatchInputError(f"cannot read the output file {path}: {exc.strerror or exc}") from exc
+    with f:
+        for number, line in enumerate(f, 1):
+            if not line.endswith("\n"):
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                record = None
+            if not (isinstance(record, dict) and isinstance(record.get("doc_id"), str)
+                    and isinstance(record.get("question_id"), str)):
+                raise BatchInputError(f"{path} line {number} is not an answer written by longread.batch; "
+                                      "choose another --output (or delete that file) so it is not overwritten")
+            yield record
 
 
 def part_files(output: Path) -> List[Path]:
@@ -140,11 +155,22 @@ def answer_record(reader, prepared, doc_id: str, qid: str, question: str, top_k:
     record = {"doc_id": doc_id, "question_id": qid, "question": question}
     try:
         a = reader.answer(prepared, question, top_k=top_k)
-    except INPUT_ERRORS as exc:
-        return {**record, "error": str(exc), "error_type": type(exc).__name__}
+    except Exception as exc:                  # one bad question never stops the batch
+        return {**record, **_error(exc, f"document {doc_id!r}, question {qid!r}")}
     alts = [{"answer": b.text, "start": b.start, "end": b.end, "score": b.score} for b in a.alternatives]
     return {**record, "answer": a.text, "start": a.start, "end": a.end, "score": a.score, "page": a.page,
-            "chunk": a.chunk, "alternatives": alts}
+            "chunk": a.chunk, "no_answer": a.no_answer, "no_answer_score": a.no_answer_score, "alternatives": alts}
+
+
+def _error(exc: Exception, where: str) -> dict:
+    """The error fields of an output line. A typed longread error is the input's fault; anything
+    else is reported on stderr with its traceback too, and the batch carries on."""
+    if not isinstance(exc, LongreadError):
+        import traceback
+
+        print(f"longread.batch: unexpected error on {where}, recorded and skipped:", file=sys.stderr)
+        traceback.print_exception(exc, file=sys.stderr)
+    return {"error": str(exc) or type(exc).__name__, "error_type": type(exc).__name__}
 
 
 def answer_shard(reader, docs: List[dict], part: Path, done: Set[Key], top_k: Optional[int] = None,
@@ -158,14 +184,14 @@ def answer_shard(reader, docs: List[dict], part: Path, done: Set[Key], top_k: Op
                 continue
             try:
                 prepared = reader.prepare(load_source(doc))
-            except INPUT_ERRORS as exc:
-                prepared, error = None, {"error": str(exc), "error_type": type(exc).__name__}
+            except Exception as exc:          # one bad document never stops the batch
+                prepared, error = None, _error(exc, f"document {doc['id']!r}")
             for qid, question in pending:
                 if max_items is not None and written >= max_items:
                     return written
                 record = (answer_record(reader, prepared, doc["id"], qid, question, top_k) if prepared is not None
                           else {"doc_id": doc["id"], "question_id": qid, "question": question, **error})
-                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+                out.write(json_line(record) + "\n")
                 out.flush()
                 os.fsync(out.fileno())
                 written += 1
@@ -185,7 +211,7 @@ def merge_outputs(output: Path, docs: List[dict]) -> Tuple[int, int]:
     tmp = output.with_name(output.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         for k in keys:
-            f.write(json.dumps(records[k], ensure_ascii=False) + "\n")
+            f.write(json_line(records[k]) + "\n")
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, output)
@@ -211,7 +237,10 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if args.output.resolve() == args.input.resolve():
+            raise BatchInputError(f"--output {args.output} is the input file; write the answers to another file")
         docs = read_input(args.input)
+        done = done_keys(args.output)
     except BatchInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
@@ -230,7 +259,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     reader.progress = False
     args.output.parent.mkdir(parents=True, exist_ok=True)
     written = answer_shard(reader, docs[rank::world], args.output.with_name(f"{args.output.name}.rank{rank}.part"),
-                           done_keys(args.output), args.top_k, args.max_items)
+                           done, args.top_k, args.max_items)
     print(f"rank {rank}: answered {written} questions", file=sys.stderr)
     if distributed:
         dist.barrier()

@@ -10,6 +10,7 @@ question tokens. The weights of all chunks sum to 1 minus the share the question
 from __future__ import annotations
 
 import math
+import threading
 from typing import Optional, Tuple
 
 import numpy as np
@@ -29,8 +30,12 @@ class ChunkAttention:
         self.token_chunk = torch.as_tensor(prepared.inputs.token_chunk, dtype=torch.long)
         self._captured = None
         self._hook = None
+        self._thread = None
 
     def __enter__(self) -> "ChunkAttention":
+        # the hook sits on a module shared by every thread using this reader: it records only
+        # the reads of the thread that opened it
+        self._thread = threading.get_ident()
         self._hook = self.attn.register_forward_pre_hook(self._grab)
         return self
 
@@ -38,6 +43,8 @@ class ChunkAttention:
         self._hook.remove()
 
     def _grab(self, module, args):
+        if threading.get_ident() != self._thread:
+            return
         x, _window, num_global, key_padding_mask = args[:4]
         n_doc = len(self.token_chunk)
         if num_global > self.summaries and x.shape[1] == num_global + n_doc:       # a question-aware read

@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import re
 import sys
+import unicodedata
 from pathlib import Path
 from typing import List
 
 from .errors import CheckpointError, DeviceUnavailableError, DocumentTooLargeError, LongreadError
 from .progress import progress_setting
+from .serialize import json_line
 
 EXIT_OK, EXIT_USAGE, EXIT_INPUT, EXIT_DEVICE, EXIT_OUTPUT = 0, 2, 3, 4, 5
 EXIT_CODES = f"""exit codes:
@@ -30,13 +32,15 @@ def _positive(value: str) -> int:
 
 
 def _device(value: str) -> str:
-    import torch
-
-    try:
-        torch.device(value)
-    except RuntimeError as exc:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a device name (use cpu, cuda or cuda:N)") from exc
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a device longread runs on (use cpu, cuda or cuda:N)")
     return value
+
+
+def _visible(s: str) -> str:
+    """``s`` with control, format and surrogate characters escaped (``\\x1b``): a document can
+    never move the cursor, recolour or retitle the terminal it is printed to."""
+    return "".join(repr(ch)[1:-1] if unicodedata.category(ch) in ("Cc", "Cf", "Cs") else ch for ch in s)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -83,27 +87,44 @@ def _load(args):
 
 
 def _print_text(ans, question: str) -> None:
-    print(f"Q: {question}")
+    print(f"Q: {_visible(question)}")
     if ans.no_answer:
         print(f"  no answer found in the document (score {ans.no_answer_score:.3f}); best guess:")
     for rank, a in enumerate([ans] + list(ans.alternatives), 1):
         before = "".join(re.findall(r"\S+\s*", a.context[: a.start - a.context_start])[-CONTEXT_WORDS:])
         after = "".join(re.findall(r"\s*\S+", a.context[a.end - a.context_start:])[:CONTEXT_WORDS])
-        before, shown, after = (re.sub(r"\s+", " ", part) for part in (before, a.text, after))
-        print(f"  {rank}. {a.text!r}  (score {a.score:.3f}, page {a.page}, chars {a.start}-{a.end})")
+        before, shown, after = (_visible(re.sub(r"\s+", " ", part)) for part in (before, a.text, after))
+        print(f"  {rank}. {_visible(repr(a.text))}  (score {a.score:.3f}, page {a.page}, chars {a.start}-{a.end})")
         print(f"     ...{before}[{shown}]{after}...")
 
 
 def main(argv=None) -> int:
+    for stream in (sys.stdout, sys.stderr):       # a terminal or pipe that cannot show a character
+        if hasattr(stream, "reconfigure"):        # gets an escape, never a UnicodeEncodeError
+            stream.reconfigure(errors="backslashreplace")
     parser = _parser()
     args = parser.parse_args(argv)
     questions = _questions(args, parser)
+    quiet_libraries()
     try:
         with progress_setting(False if args.quiet else None):
             return _ask(args, questions)
     except KeyboardInterrupt:
         print("longread: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:                       # `longread ask ... | head`: the reader went away
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())     # no second error when Python flushes stdout at exit
+        return EXIT_OK
+
+
+def quiet_libraries() -> None:
+    """Silence progress bars and notices of libraries longread uses (transformers' weight-loading
+    bar, its advisory warnings); longread's own progress bars are unaffected."""
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
 
 
 def _ask(args, questions: List[str]) -> int:
@@ -122,7 +143,7 @@ def _ask(args, questions: List[str]) -> int:
             answers.append(ans)
             weights.append(w)
             if args.json:
-                print(json.dumps(ans.to_dict(), ensure_ascii=False), flush=True)
+                print(json_line(ans.to_dict()), flush=True)
             else:
                 _print_text(ans, question)
     except (DeviceUnavailableError, CheckpointError, DocumentTooLargeError) as exc:

@@ -1,6 +1,15 @@
 """Documents in: a string, a list of page strings, or a path (.txt/.md read verbatim; .pdf and
 .html/.htm through ``formats.py``).
 
+Which strings are paths: an ``os.PathLike`` (``pathlib.Path``) is always a file. A ``str`` is a
+file when it is one line (no line break, at most 4,096 characters, no surrounding whitespace)
+and either names something that exists on disk, ends in a document suffix (``.txt``, ``.md``,
+``.pdf``, ``.html``, ...) or has no space and starts like a path (``/``, ``./``, ``../``, ``~/``,
+``C:\\``); such a string that names nothing, a directory, a device or a file of an
+unknown format is a ``DocumentReadError``, never silently read as text. Every other string is the
+document's text; ``Document(text=...)`` passes any string as text, explicitly. Only regular files
+are read (no devices, FIFOs or sockets, also behind symlinks), up to ``longread.files.MAX_DOCUMENT_BYTES``.
+
 Strings, page lists and text files are never altered, and PDF/HTML text is extracted once: every
 offset longread reports is an index into ``Document.text``, so
 ``document.text[answer.start:answer.end] == answer.text`` holds for any input.
@@ -9,17 +18,20 @@ from __future__ import annotations
 
 import bisect
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, List, Optional, Sequence, Union
 
 from .errors import DocumentReadError, EmptyDocumentError
+from .files import check_regular_file, read_regular_file
 from .formats import PDF_MAGIC, READERS
 
 PAGE_SEPARATOR = "\n\n"
 TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".text")
 # suffixes that make a bare string count as a path rather than as document text
 _PATH_SUFFIXES = TEXT_SUFFIXES + (".pdf", ".html", ".htm", ".docx")
+_PATH_START = re.compile(r"^(/|\./|\.\./|~/|[A-Za-z]:[\\/])")
 
 DocumentInput = Union[str, os.PathLike, Sequence[str], "Document"]
 
@@ -51,8 +63,16 @@ class Document:
 
 
 def _looks_like_path(s: str) -> bool:
-    return (len(s) < 4096 and "\n" not in s and s.strip() == s
-            and s.lower().endswith(_PATH_SUFFIXES))
+    """The rule of the module docstring: a one-line string that exists on disk, ends in a
+    document suffix or starts like a path is a path."""
+    if not s or len(s) > 4096 or "\n" in s or "\r" in s or "\x00" in s or s.strip() != s:
+        return False
+    if s.lower().endswith(_PATH_SUFFIXES) or (" " not in s and _PATH_START.match(s)):
+        return True
+    try:
+        return os.path.lexists(s)
+    except (OSError, ValueError):
+        return False
 
 
 def join_pages(pages: Sequence[str]):
@@ -65,10 +85,7 @@ def join_pages(pages: Sequence[str]):
 
 
 def _read_path(path: Path) -> Document:
-    if not path.exists():
-        raise DocumentReadError(f"document file not found: {path}")
-    if path.is_dir():
-        raise DocumentReadError(f"{path} is a directory; pass a file")
+    check_regular_file(path)
     suffix = path.suffix.lower()
     if suffix in READERS:
         return READERS[suffix](path)
@@ -77,12 +94,9 @@ def _read_path(path: Path) -> Document:
             return READERS[".pdf"](path)
         readable = ", ".join(TEXT_SUFFIXES + tuple(READERS))
         raise DocumentReadError(f"unsupported document format {suffix!r} ({path}); "
-                                f"longread reads {readable} files, or pass the text as a string")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise DocumentReadError(f"cannot read {path}: {exc.strerror or exc}; "
-                                "check that the file exists and you may read it") from exc
+                                f"longread reads {readable} files; to read a string as text, "
+                                "pass longread.Document(text=...)")
+    data = read_regular_file(path)
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -105,7 +119,7 @@ def load_document(doc: DocumentInput) -> Document:
     elif isinstance(doc, os.PathLike):
         result = _read_path(Path(doc))
     elif isinstance(doc, str):
-        result = _read_path(Path(doc)) if _looks_like_path(doc) else Document(text=doc)
+        result = _read_path(Path(os.path.expanduser(doc))) if _looks_like_path(doc) else Document(text=doc)
     elif isinstance(doc, (list, tuple)):
         if not all(isinstance(p, str) for p in doc):
             bad = next(type(p).__name__ for p in doc if not isinstance(p, str))

@@ -19,6 +19,9 @@ import torch
 
 from .errors import EmptyQuestionError, QuestionTooLongError
 
+LONG_RUN = 256        # characters: a longer whitespace-free run is tokenized in pieces of this length
+_LONG_RUN = re.compile(r"\S{%d,}" % (4 * LONG_RUN))
+_SURROGATE = re.compile("[\ud800-\udfff]")
 # a sentence ends at . ! ? (plus closing quotes/brackets) followed by space; paragraphs at blank lines
 _BOUNDARY = re.compile(r"(?:[.!?][\"')\]]*\s+|\n\s*\n\s*|\r\n\s*\r\n\s*)")
 
@@ -56,12 +59,40 @@ class TokenizedDocument:
         return len(self.chunk_starts) - 1
 
 
+def tokenizable(text: str) -> str:
+    """``text`` with each lone surrogate (not encodable as UTF-8, refused by the tokenizer)
+    replaced by U+FFFD: the same length, so offsets into it are offsets into ``text``."""
+    return _SURROGATE.sub("\ufffd", text)
+
+
+def _pieces(text: str):
+    """(start, piece) covering ``text``: whole when no whitespace-free run is longer than
+    LONG_RUN characters; otherwise such runs are cut into LONG_RUN-character pieces, tokenized
+    apart (a tokenizer's cost grows faster than linearly with the length of one "word")."""
+    if not _LONG_RUN.search(text):
+        return [(0, text)]
+    out, pos = [], 0
+    for m in _LONG_RUN.finditer(text):
+        if m.start() > pos:
+            out.append((pos, text[pos:m.start()]))
+        out += [(i, text[i:min(i + LONG_RUN, m.end())]) for i in range(m.start(), m.end(), LONG_RUN)]
+        pos = m.end()
+    if pos < len(text):
+        out.append((pos, text[pos:]))
+    return out
+
+
 def tokenize_document(text: str, tokenizer, cfg: LayoutConfig) -> TokenizedDocument:
     """Tokenize the whole text once and cut the tokens into chunks at sentence/paragraph ends."""
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True,
+    ids_parts, offset_parts = [], []
+    pieces = _pieces(tokenizable(text))
+    enc = tokenizer([p for _, p in pieces], add_special_tokens=False, return_offsets_mapping=True,
                     return_attention_mask=False, return_token_type_ids=False, verbose=False)
-    ids = np.asarray(enc["input_ids"], dtype=np.int64)
-    offsets = np.asarray(enc["offset_mapping"], dtype=np.int64).reshape(-1, 2)
+    for (start, _), piece_ids, piece_offsets in zip(pieces, enc["input_ids"], enc["offset_mapping"]):
+        ids_parts.append(np.asarray(piece_ids, dtype=np.int64))
+        offset_parts.append(np.asarray(piece_offsets, dtype=np.int64).reshape(-1, 2) + start)
+    ids = np.concatenate(ids_parts)
+    offsets = np.concatenate(offset_parts).reshape(-1, 2)
     bounds = np.fromiter((m.end() for m in _BOUNDARY.finditer(text)), dtype=np.int64)
     # token index of the first token starting at or after each boundary
     sentence_starts = np.unique(np.searchsorted(offsets[:, 0], bounds)) if len(ids) else np.zeros(0, np.int64)
@@ -117,7 +148,7 @@ def question_inputs(question: str, tokenizer, cfg: LayoutConfig) -> QuestionInpu
         raise TypeError(f"question must be a str, got {type(question).__name__}")
     if not question.strip():
         raise EmptyQuestionError("the question is empty; ask something about the document")
-    ids = tokenizer(question, add_special_tokens=True, return_attention_mask=False,
+    ids = tokenizer(tokenizable(question), add_special_tokens=True, return_attention_mask=False,
                     return_token_type_ids=False, verbose=False)["input_ids"]
     if len(ids) <= tokenizer.num_special_tokens_to_add(pair=False):
         raise EmptyQuestionError("the question has no readable tokens (only control or format characters); "
