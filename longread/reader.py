@@ -12,14 +12,15 @@ from typing import List, Optional, Sequence, Union
 
 import torch
 
-from .checkpoints import load_hf_model, resolve_path
+from .checkpoints import (check_delta, check_state, load_fusion_weights, load_hf_model, load_tokenizer, read_json,
+                          read_safetensors, resolve_path, saved_configs)
 from .decoding import best_spans, null_probability
 from .document import Document, DocumentInput, load_document
 from .errors import (CheckpointError, DeviceUnavailableError, DocumentTooLargeError, EmptyDocumentError,
                      InvalidOptionError)
 from .layout import (DocumentInputs, LayoutConfig, TokenizedDocument, document_inputs, question_inputs,
                      tokenize_document)
-from .model import EncoderConfig, LongReaderModel
+from .model import LongReaderModel
 from .progress import layer_progress
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
@@ -148,10 +149,12 @@ def _base_model_dir(name: str) -> Path:
     return resolve_path(name)
 
 
-def apply_delta(model: LongReaderModel, delta: dict, lora_scale: float = 1.0) -> None:
+def apply_delta(model: LongReaderModel, delta: dict, lora_scale: float = 1.0, where="the delta") -> None:
     """Merge a saved delta into the model: full tensors replace parameters; LoRA factors
-    ``<name>.lora_A`` (r, in) and ``<name>.lora_B`` (out, r) add ``B @ A * lora_scale`` to ``<name>.weight``."""
+    ``<name>.lora_A`` (r, in) and ``<name>.lora_B`` (out, r) add ``B @ A * lora_scale`` to ``<name>.weight``.
+    A delta that does not fit the model (``where`` names it in the error) is refused before any change."""
     params = dict(model.named_parameters())
+    check_delta(delta, {k: p.shape for k, p in params.items()}, where)
     for key, value in delta.items():
         if key.endswith(".lora_A"):
             base = key[: -len(".lora_A")]
@@ -191,32 +194,38 @@ class Reader:
         ``longread.training.train_vision`` or ``save_fusion``) whose image fusion layers and patch
         encoder are attached instead of the checkpoint's own. ``options`` override ReaderConfig /
         LayoutConfig fields."""
-        from transformers import AutoTokenizer
-
         path = DEFAULT_MODEL_DIR if name_or_path is None else resolve_path(str(name_or_path))
         saved: dict = {}
         if (path / CONFIG_NAME).exists():
-            with open(path / CONFIG_NAME) as f:
-                saved = json.load(f)
-            enc_cfg = EncoderConfig(**saved["encoder"])
-            config = ReaderConfig(layout=LayoutConfig(**saved["reader"].pop("layout")), **saved["reader"])
-            from safetensors.torch import load_file
-
+            where = path / CONFIG_NAME
+            saved = read_json(where, "reader config")
+            enc_cfg, config = saved_configs(saved, where, ReaderConfig)      # checked before anything is built
             base = saved.get("base")
+            if base is not None and not isinstance(base, str):
+                raise CheckpointError(f"{where}: base must be the name of the base checkpoint or null, got {base!r}")
             if base:          # a small delta on top of a pip-installed base checkpoint
+                lora_scale = saved.get("lora_scale", 1.0)
+                if isinstance(lora_scale, bool) or not isinstance(lora_scale, (int, float)) \
+                        or not math.isfinite(lora_scale):
+                    raise CheckpointError(f"{where}: lora_scale must be a finite number, got {lora_scale!r}")
+                delta = read_safetensors(path / DELTA_NAME, "delta weights")
                 base_dir = _base_model_dir(base)
-                model, _ = load_hf_model(base_dir, **{k: v for k, v in saved["encoder"].items()
-                                                      if k in _READER_ONLY_FIELDS})
+                model, _ = load_hf_model(base_dir, **{k: getattr(enc_cfg, k) for k in _READER_ONLY_FIELDS})
                 if model.config != enc_cfg:
                     raise CheckpointError(f"{path} was trained on a {base} whose architecture differs from the "
                                           f"installed one: {model.config} != {enc_cfg}")
-                apply_delta(model, load_file(str(path / DELTA_NAME)), saved.get("lora_scale", 1.0))
+                apply_delta(model, delta, lora_scale, where=path / DELTA_NAME)
                 tok_dir = base_dir
             else:
+                state = read_safetensors(path / WEIGHTS_NAME)
                 model = LongReaderModel(enc_cfg)
-                model.load_state_dict(load_file(str(path / WEIGHTS_NAME)))
+                check_state(state, {k: v.shape for k, v in model.state_dict().items()}, path / WEIGHTS_NAME)
+                model.load_state_dict(state)
                 tok_dir = path
         else:
+            if not (path / "config.json").is_file():
+                raise CheckpointError(f"{path} is not a checkpoint directory: it has neither {CONFIG_NAME} (a reader "
+                                      "saved with Reader.save_pretrained) nor config.json (a Hugging Face checkpoint)")
             model, hf_cfg = load_hf_model(path)
             if not model.has_trained_head:
                 warnings.warn(f"{path} has no question-answering head: the span head is untrained and "
@@ -229,19 +238,18 @@ class Reader:
             config = ReaderConfig(layout=layout)
             tok_dir = path
         if saved.get("fusion"):
-            from .vision.fusion import load_fusion
-
-            vision = {k: v for k, v in saved["fusion"].get("vision", {}).items() if k != "out_dim"}
-            load_fusion(model, path / saved["fusion"]["file"], saved["fusion"]["layers"], vision_config=vision)
+            spec = saved["fusion"]
+            if not (isinstance(spec, dict) and isinstance(spec.get("file"), str)
+                    and isinstance(spec.get("layers"), list) and isinstance(spec.get("vision", {}), dict)
+                    and all(isinstance(i, int) and not isinstance(i, bool) for i in spec["layers"])):
+                raise CheckpointError(f"{path / CONFIG_NAME}: the 'fusion' section must be an object with 'file' "
+                                      f"(a file name), 'layers' (layer numbers) and 'vision' (an object), got {spec!r}")
+            vision = {k: v for k, v in spec.get("vision", {}).items() if k != "out_dim"}
+            load_fusion_weights(model, path / spec["file"], layers=spec["layers"], vision_config=vision)
         if fusion is not None:
-            from .vision.fusion import load_fusion
-
-            if not Path(fusion).is_file():
-                raise CheckpointError(f"fusion weights {fusion} not found: pass the path of a fusion.safetensors "
-                                      "written by longread.training.train_vision or save_fusion")
-            load_fusion(model, fusion)
+            load_fusion_weights(model, Path(fusion))
         config = _with_options(config, options)
-        tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
+        tokenizer = load_tokenizer(tok_dir, model.config.vocab_size)
         return cls(model, tokenizer, config, device=device, dtype=dtype)
 
     def save_pretrained(self, path: Union[str, Path]) -> None:
@@ -322,6 +330,17 @@ class Reader:
                 prepared.states = self.model.encode_document(to(d.input_ids), to(d.position_ids), to(d.token_type_ids))
             prepared.states_key = key
         return prepared.states
+
+    def warm(self, prepared: PreparedDocument) -> PreparedDocument:
+        """Compute and cache what every question of ``prepared`` reuses (its question-free
+        encoding and, with the passage prior, its passage embeddings) now, so that the first
+        question costs what a further one does."""
+        self._document_states(prepared)
+        if self.config.retrieval_weight:
+            from .retrieval import passage_cosines
+
+            passage_cosines(self.retriever, prepared, "warm-up")
+        return prepared
 
     # ---------------------------------------------------------------- answering
     @torch.inference_mode()

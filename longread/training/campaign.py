@@ -9,7 +9,7 @@ checkpoint (``--run-dir/checkpoint.pt``: weights, optimizer, schedule, the posit
 epoch's fixed batch order) when the same command is given again. Every layer is trained (the
 embeddings stay the base's): the question-free layers still never see the question. Documents
 are grouped with their questions (``grouped.py``), batches are bucketed by length under a token
-budget, and matmuls run in bf16 autocast (the CPU's fast path where it has AVX-512 BF16).
+budget; on CUDA matmuls run in bf16 autocast (``--autocast``; on the CPU fp32 measured faster).
 
 The log (``--log``, JSON lines: loss, throughput, held-out F1 per evaluation) is meant to be kept
 with the project. Held-out questions come from articles carved out of the training files
@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import random
+import signal
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -68,6 +69,9 @@ def parse_args(argv=None):
     p.add_argument("--checkpoint-every-minutes", type=float, default=10.0)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default=None)
+    p.add_argument("--autocast", choices=["auto", "bf16", "off"], default="auto",
+                   help="bf16 autocast: auto = on CUDA only (on this project's CPUs, measured by "
+                        "eval/bench_training.py, bf16 autocast trains several times slower than fp32)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (smoke runs)")
     p.add_argument("--export", default=None, metavar="DIR",
@@ -190,7 +194,8 @@ def main(argv=None):
     random.seed(args.seed)
     torch.manual_seed(args.seed)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16)  # noqa: E731
+    use_bf16 = args.autocast == "bf16" or (args.autocast == "auto" and device.type == "cuda")
+    autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)  # noqa: E731
     run = Path(args.run_dir)
     run.mkdir(parents=True, exist_ok=True)
     ckpt_path, best_path = run / "checkpoint.pt", run / "best.pt"
@@ -255,6 +260,9 @@ def main(argv=None):
     write({"event": "start", "time": time.strftime("%Y-%m-%d %H:%M:%S"), "epoch": state["epoch"],
            "batch": state["batch"], "step": state["step"], "total_steps": total, "batches_in_epoch": len(order),
            "threads": torch.get_num_threads(), "device": str(device), "args": vars(args)})
+    stop_signal = []                          # SIGTERM/SIGINT: finish the step, checkpoint, stop
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop_signal.append(True))
     t_start = t_ckpt = t_eval = time.time()
     window_tokens, window_t, window_loss, window_n = 0, time.time(), 0.0, 0
     stop = False
@@ -298,7 +306,8 @@ def main(argv=None):
             if now - t_ckpt > args.checkpoint_every_minutes * 60:
                 checkpoint()
                 t_ckpt = time.time()
-            if (now - t_start) / 60 > args.max_minutes or (args.max_steps and state["step"] >= args.max_steps):
+            if (stop_signal or (now - t_start) / 60 > args.max_minutes
+                    or (args.max_steps and state["step"] >= args.max_steps)):
                 stop = True
                 break
         if not stop:
@@ -308,9 +317,11 @@ def main(argv=None):
                 groups, rng = epoch_groups(corpus, builder, sources, state["epoch"], args.seed,
                                            args.foreign_negatives)
                 order = batches(groups, args.token_budget, rng)
-    ev = evaluate(model, held, device, autocast)
-    write({"step": state["step"], "epoch": state["epoch"], "eval": ev})
-    if ev["mean_f1"] > state["best_f1"]:
+    checkpoint()
+    ev = evaluate(model, held, device, autocast) if not stop_signal else None
+    if ev is not None:
+        write({"step": state["step"], "epoch": state["epoch"], "eval": ev})
+    if ev is not None and ev["mean_f1"] > state["best_f1"]:
         state["best_f1"] = ev["mean_f1"]
         save_atomic({"state": trained_state(model), "step": state["step"], "eval": ev}, best_path)
     checkpoint()
