@@ -1,7 +1,8 @@
-"""Training throughput side by side: one sequence per question (fp32, then bf16 autocast) against
-documents grouped with their questions under a token budget (bf16), on the same SQuAD paragraphs.
+"""Training throughput side by side: one sequence per question (a fixed number per batch) against
+documents grouped with their questions under a token budget, on the same SQuAD paragraphs, in
+fp32 and (``--bf16``) bf16 autocast.
 
-    python eval/bench_training.py --steps 12 --threads 2
+    python eval/bench_training.py --steps 4 --threads 2
 
 Every variant trains the same model (all layers but the embeddings, AdamW) for ``--steps`` steps
 after one warm-up step and reports questions/s and tokens/s (question + document tokens each
@@ -22,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import environment, markdown_table, report  # noqa: E402
 
 from longread.layout import LayoutConfig  # noqa: E402
+from longread.reader import default_dtype  # noqa: E402
 from longread.training.campaign import build_model  # noqa: E402
 from longread.training.corpora import read_squad_json  # noqa: E402
 from longread.training.grouped import Group, GroupBuilder, batches, collate, grouped_forward, grouped_loss  # noqa
@@ -58,11 +60,14 @@ def run(model, order, groups, steps, autocast):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--data-dir", default="../shared/data")
-    p.add_argument("--steps", type=int, default=12)
+    p.add_argument("--steps", type=int, default=4)
     p.add_argument("--questions-per-batch", type=int, default=16)
     p.add_argument("--token-budget", type=int, default=6144)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="results/bench_training.json")
+    p.add_argument("--bf16", action="store_true", default=default_dtype(torch.device("cpu")) == torch.bfloat16,
+                   help="also bf16 autocast (default: only where the CPU has native bf16 matrix units; elsewhere "
+                        "it is emulated and several times slower)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     from transformers import AutoTokenizer
@@ -84,21 +89,22 @@ def main(argv=None):
     budget = batches(groups, args.token_budget, random.Random(2))
     fp32 = lambda: torch.autocast("cpu", enabled=False)  # noqa: E731
     bf16 = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
-    rows = {
-        f"one sequence per question, fp32, {args.questions_per_batch} per batch": run(
-            model, fixed, singles, args.steps, fp32),
-        f"one sequence per question, bf16 autocast, {args.questions_per_batch} per batch": run(
-            model, fixed, singles, args.steps, bf16),
-        f"documents grouped with their questions, bf16, {args.token_budget}-token budget": run(
-            model, budget, groups, args.steps, bf16),
-    }
+    per_q = f"one sequence per question, {args.questions_per_batch} per batch"
+    grouped = f"documents grouped with their questions, {args.token_budget}-token budget"
+    rows = {f"{per_q}, fp32": run(model, fixed, singles, args.steps, fp32),
+            f"{grouped}, fp32": run(model, budget, groups, args.steps, fp32)}
+    if args.bf16:
+        rows[f"{per_q}, bf16 autocast"] = run(model, fixed, singles, args.steps, bf16)
+        rows[f"{grouped}, bf16 autocast"] = run(model, budget, groups, args.steps, bf16)
     base = next(iter(rows.values()))["questions_per_s"]
     table = markdown_table(["variant", "questions/s", "tokens/s", "vs first"],
                            [[name, round(r["questions_per_s"], 2), round(r["tokens_per_s"]),
                              f"{r['questions_per_s'] / base:.2f}x"] for name, r in rows.items()])
     env = environment(torch.device("cpu"), "eval/bench_training.py", argv)
+    env["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
     report(args.out, {"environment": env, "rows": rows},
-           f"# Training throughput ({env['cpu_model']}, {args.threads} threads, {env['date'][:10]})\n\n{table}")
+           f"# Training throughput ({env['cpu_model']}, {env['cpu_capability']}, {args.threads} threads, "
+           f"{env['date'][:10]})\n\n{table}")
 
 
 if __name__ == "__main__":

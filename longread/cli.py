@@ -1,4 +1,5 @@
-"""Command line: ``longread ask FILE -q QUESTION [-q QUESTION ...] [--questions FILE] [--html OUT]``."""
+"""Command line: ``longread ask FILE -q QUESTION [-q QUESTION ...] [--questions FILE] [--html OUT]`` and
+``longread serve [--host 127.0.0.1] [--port 8000]``."""
 from __future__ import annotations
 
 import argparse
@@ -63,6 +64,19 @@ def _parser() -> argparse.ArgumentParser:
     ask.add_argument("--html", metavar="OUT", help="write an evidence page (answers in their passages, "
                                                    "alternatives, attention per chunk) to OUT")
     ask.add_argument("--quiet", "--no-progress", dest="quiet", action="store_true", help="no progress bars")
+    serve = sub.add_parser("serve", help="a local HTTP service and web page for asking questions of documents",
+                           description="Serve the reader over HTTP: upload documents, ask questions, read the "
+                                       "evidence. The web page is at the printed URL; the API's schema at /docs.")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes it to the network)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--model", default=None, help="checkpoint directory (default: offline reader)")
+    serve.add_argument("--device", type=_device, default=None, help="cpu or cuda (default: cuda when available)")
+    serve.add_argument("--cache-mb", type=_positive, default=2048,
+                       help="memory for prepared documents (least recently used ones are dropped past it)")
+    serve.add_argument("--max-upload-mb", type=_positive, default=64, help="largest upload")
+    serve.add_argument("--max-tokens", type=_positive, default=2_000_000, help="longest document, in tokens")
+    serve.add_argument("--timeout", type=_positive, default=300, help="seconds a request may wait for the model")
     return p
 
 
@@ -104,6 +118,9 @@ def main(argv=None) -> int:
             stream.reconfigure(errors="backslashreplace")
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command == "serve":
+        quiet_libraries()
+        return _serve(args)
     questions = _questions(args, parser)
     quiet_libraries()
     try:
@@ -116,6 +133,31 @@ def main(argv=None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())     # no second error when Python flushes stdout at exit
         return EXIT_OK
+
+
+def _serve(args) -> int:
+    import uvicorn
+
+    from .reader import Reader
+    from .service import ServiceConfig, create_app
+
+    try:
+        reader = Reader.from_pretrained(args.model, device=args.device)
+    except LongreadError as exc:
+        print(f"longread: {exc}", file=sys.stderr)
+        return EXIT_DEVICE
+    config = ServiceConfig(max_upload_bytes=args.max_upload_mb << 20, max_document_tokens=args.max_tokens,
+                           cache_bytes=args.cache_mb << 20, request_timeout_s=float(args.timeout))
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"longread: serving on http://{host}:{args.port}/ (API schema: /docs; Ctrl-C stops)", file=sys.stderr)
+    try:
+        uvicorn.run(create_app(reader, config), host=args.host, port=args.port, log_level="warning")
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        print(f"longread: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_OK
 
 
 def quiet_libraries() -> None:

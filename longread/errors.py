@@ -64,3 +64,31 @@ class FusionLayerError(LongreadError, ValueError):
 
 class InvalidOptionError(LongreadError, ValueError):
     """An option with a value it cannot take (e.g. ``top_k=0``); the message names the valid range."""
+
+
+class ImageTooLargeError(ImageReadError):
+    """An image whose header declares more pixels than the safe limit; it is refused before it is decoded."""
+
+
+class ImageSkippedWarning(UserWarning):
+    """An image left out of a document, or read without its text (too large, unreadable, outside the
+    document's folder, too thin to hold text); the message names the image and says why."""
+
+
+class UnsupportedFormatError(DocumentReadError):
+    """A document of a type longread does not read (it reads PDF, HTML, Markdown and plain text)."""
+
+
+class LimitExceededError(LongreadError, ValueError):
+    """An input over a configured limit (upload bytes, document tokens, questions per request)."""
+
+
+class UnknownDocumentError(LongreadError, KeyError):
+    """A document id the service does not hold (never uploaded, or evicted from its cache)."""
+
+    def __str__(self) -> str:          # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class ServiceBusyError(LongreadError, RuntimeError):
+    """The service cannot take the request now (queue full, timed out, or out of memory); retry later."""

@@ -12,8 +12,8 @@ from typing import List, Optional, Sequence, Union
 
 import torch
 
-from .checkpoints import (check_delta, check_state, load_fusion_weights, load_hf_model, load_tokenizer, read_json,
-                          read_safetensors, resolve_path, saved_configs)
+from .checkpoints import (available_memory, check_delta, check_state, load_fusion_weights, load_hf_model,
+                          load_tokenizer, read_json, read_safetensors, resolve_path, saved_configs)
 from .decoding import best_spans, null_probability
 from .document import Document, DocumentInput, load_document
 from .errors import (CheckpointError, DeviceUnavailableError, DocumentTooLargeError, EmptyDocumentError,
@@ -312,7 +312,7 @@ class Reader:
         if self.device.type == "cuda":
             free = torch.cuda.mem_get_info(self.device)[0]
         else:
-            free = _available_cpu_memory()
+            free = available_memory()
         if free is not None and need > free:
             raise DocumentTooLargeError(
                 f"the document has {n} tokens and needs about {need / 2**30:.1f} GiB on {self.device}, "
@@ -466,14 +466,3 @@ def _with_options(config: ReaderConfig, options: dict) -> ReaderConfig:
 def _check_count(name: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise InvalidOptionError(f"{name} must be a whole number >= 1, got {value!r}")
-
-
-def _available_cpu_memory() -> Optional[int]:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None

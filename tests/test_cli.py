@@ -127,7 +127,7 @@ def test_pdf_with_password(capsys, tiny, tmp_path):
     (["ask", "{doc}"], 2, "no question"),
     (["ask", "{doc}", "-q", "Who?", "--top-k", "0"], 2, "at least 1"),
     (["ask", "{doc}", "--questions", "{missing}"], 2, "cannot read the questions file"),
-    (["ask", "{doc}", "-q", "Who?", "--device", "gpu0"], 2, "not a device name"),
+    (["ask", "{doc}", "-q", "Who?", "--device", "gpu0"], 2, "not a device"),
     (["ask"], 2, "required"),
     ([], 2, "required"),
     (["ask", "{doc}", "-q", "Who?", "--model", "{tmp}"], 4, ""),
@@ -226,7 +226,7 @@ def test_quiet_turns_every_bar_off(capsys, monkeypatch, doc):
 def test_document_too_large_for_memory(capsys, monkeypatch, tiny, doc):
     import longread.reader
 
-    monkeypatch.setattr(longread.reader, "_available_cpu_memory", lambda: 1024)
+    monkeypatch.setattr(longread.reader, "available_memory", lambda: 1024)
     code, _, err = run(capsys, "ask", doc, "-q", "Who?", "--model", tiny, "--device", "cpu")
     assert code == 4 and "GiB" in err and "split the document" in err
 

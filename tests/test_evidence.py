@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import math
-import shutil
 import subprocess
 
 import numpy as np
@@ -20,6 +19,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from _helpers import chromium
 from _tiny_reader import build_tiny_checkpoint
 
 import longread.chunk_attention as chunk_attention
@@ -187,13 +187,6 @@ def test_evidence_page_fuzz(reader, text):
         return
     ans, w = answer_with_attention(reader, prepared, "What is it?")
     check_page(evidence_html(ans, prepared, chunk_weights=w), text, [ans], prepared.tokens.num_chunks)
-
-
-def chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome", "chrome", "headless_shell"):
-        if shutil.which(name):
-            return shutil.which(name)
-    pytest.skip("no Chromium binary found (apt-get install chromium): the render check needs one")
 
 
 def test_page_renders_in_headless_chromium(reader, tmp_path):

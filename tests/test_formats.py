@@ -5,8 +5,10 @@ a hypothesis fuzz of HTML extraction, and exact answers on both formats.
 PDFs are built here with fpdf2; nothing is downloaded."""
 from __future__ import annotations
 
+import base64
 import io
 import re
+import warnings
 from html import escape
 from pathlib import Path
 
@@ -17,10 +19,12 @@ from hypothesis import strategies as st
 
 from _tiny_reader import build_tiny_checkpoint
 
-from longread import Reader
+from longread import Reader, files, formats
 from longread.document import load_document
-from longread.errors import DocumentReadError, EmptyDocumentError, EncryptedDocumentError, LongreadError
+from longread.errors import (DocumentReadError, EmptyDocumentError, EncryptedDocumentError, ImageSkippedWarning,
+                             LongreadError)
 from longread.formats import html_text, load_html, load_pdf
+from longread.vision.pipeline import reading_text
 
 fpdf = pytest.importorskip("fpdf")
 Image = pytest.importorskip("PIL.Image")
@@ -83,8 +87,10 @@ def test_pdf_figures_and_page_renders(tmp_path):
     assert [(im.page, im.anchor) for im in figures if im.page == 2] == [(2, doc.page_starts[1])]
     fig = Image.open(io.BytesIO(next(im.data for im in figures if im.page == 2))).convert("RGB")
     assert fig.size == (48, 32) and fig.getpixel((10, 10)) == (200, 30, 40)
-    # page 3 has no text layer: rendered (A4 at 150 dpi) for OCR, alongside its own figure
+    # page 3 has no text layer: rendered (A4 at 150 dpi) for OCR, in place of its own figure (the
+    # render holds it: listing both would read its text twice)
     assert len(renders) == 1 and renders[0].page == 3 and renders[0].anchor == doc.page_starts[2]
+    assert [im.page for im in figures] == [2]
     page = Image.open(io.BytesIO(renders[0].data))
     assert abs(page.width - 210 / 25.4 * 150) < 3 and abs(page.height - 297 / 25.4 * 150) < 3
     assert page.convert("RGB").getpixel((int(page.width * 0.3), int(page.height * 0.1))) == (20, 90, 200)
@@ -93,9 +99,35 @@ def test_pdf_figures_and_page_renders(tmp_path):
     assert sorted(im.name for im in every.images if im.name.startswith("page ") and ":" not in im.name) == \
         ["page 1", "page 2", "page 3"]
     assert load_pdf(path, images=False).images == []
-    assert load_pdf(path, render_pages="none").images == figures
+    unrendered = load_pdf(path, render_pages="none").images
+    assert unrendered[:1] == figures and [im.page for im in unrendered] == [2, 3]
     with pytest.raises(ValueError, match="render_pages"):
         load_pdf(path, render_pages="some")
+
+
+def test_rendered_page_replaces_its_figures(monkeypatch):
+    data = make_pdf(PAGES[:1], image_only_page=True)
+    assert [im.name for im in load_pdf("scan.pdf", data=data).images] == ["page 2"]     # not its figure as well
+    monkeypatch.setattr(formats, "_render_pages", lambda *args: {})     # not rendered after all: the figure
+    [figure] = load_pdf("scan.pdf", data=data).images
+    assert figure.page == 2 and figure.name.startswith("page 2: ")
+
+
+def test_huge_pdf_pages_are_rendered_within_the_pixel_bound(monkeypatch):
+    huge = fpdf.FPDF(unit="pt", format=(14400, 14400))         # the largest page PDF allows; 791 bytes
+    huge.add_page()
+    with pytest.warns(UserWarning, match=r"page 1 is 14400 x 14400 pt; rendered at 20\.\d dpi instead of 150"):
+        [page] = load_pdf("huge.pdf", data=bytes(huge.output())).images
+    width, height = Image.open(io.BytesIO(page.data)).size
+    assert width == height > 4000 and width * height <= formats.MAX_RENDER_PIXELS
+    monkeypatch.setattr(formats, "MAX_RENDER_PIXELS", 100_000)
+    for size in [(595, 842), (14400, 20), (20, 14400)]:
+        odd = fpdf.FPDF(unit="pt", format=size)
+        odd.add_page()
+        with pytest.warns(UserWarning, match="rendered at"):
+            [page] = load_pdf("odd.pdf", data=bytes(odd.output())).images
+        width, height = Image.open(io.BytesIO(page.data)).size
+        assert width * height <= 100_000 and (width > height) == (size[0] > size[1])
 
 
 def test_scanned_and_empty_pdfs(tmp_path):
@@ -162,10 +194,11 @@ def test_pdf_found_by_content_and_unreadable_files(tmp_path, monkeypatch):
         path = tmp_path / f"private{suffix}"
         path.write_bytes(b"x")
 
-        def refuse(self, _path=path):
-            raise PermissionError(13, "Permission denied", str(self))
+        def refuse(*args, _path=path, **kwargs):
+            raise PermissionError(13, "Permission denied", str(_path))
 
         monkeypatch.setattr(Path, "read_bytes", refuse)
+        monkeypatch.setattr(files, "open", refuse, raising=False)          # text files are read by longread.files
         with pytest.raises(DocumentReadError, match="Permission denied.*may read it"):
             load_document(path)
         monkeypatch.undo()
@@ -216,6 +249,36 @@ def test_html_block_structure_charset_and_images(tmp_path):
         load_document(_write(tmp_path / "blank.htm", "<html><script>x()</script><p> \n </p></html>"))
     with pytest.raises(DocumentReadError, match="too deeply"):
         load_document(_write(tmp_path / "deep.html", "<div>" * 5000 + "x" + "</div>" * 5000))
+
+
+def test_html_image_after_the_last_text_anchors_at_the_end(tmp_path):
+    logo = base64.b64encode(png_bytes((16, 8))).decode()
+    path = _write(tmp_path / "page.html", f'<p>Only paragraph.</p><footer><img src="data:image/png;base64,{logo}" '
+                                          'alt="logo"></footer>')
+    doc = load_document(path)
+    assert doc.text == "Only paragraph." and [(im.name, im.anchor) for im in doc.images] == [("logo", len(doc.text))]
+    reading = reading_text(doc, ocr=False)
+    assert reading.document.text == doc.text and reading.anchors == [len(doc.text)]
+
+
+def test_html_unreadable_images_are_left_out(tmp_path):
+    (tmp_path / "readme.png").write_text("plain text named like an image")
+    srcs = {"svg": "data:image/svg+xml,%3Csvg%20xmlns='http://www.w3.org/2000/svg'%20width='9'%20height='9'/%3E",
+            "fake": "readme.png",
+            "truncated": "data:image/png;base64," + base64.b64encode(png_bytes((40, 40))[:60]).decode(),
+            "bad64": "data:image/png;base64,abcde",
+            "good": "data:image/png;base64," + base64.b64encode(png_bytes((9, 9))).decode()}
+    tags = "".join(f'<img src="{s}" alt="{a}">' for a, s in srcs.items())
+    path = _write(tmp_path / "page.html", f"<p>Before.</p>{tags}<p>After.</p>")
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        doc = load_document(path)
+    assert doc.text == "Before.\n\nAfter." and [im.name for im in doc.images] == ["good"]
+    messages = [str(w.message) for w in record if issubclass(w.category, ImageSkippedWarning)]
+    for alt in ("svg", "fake", "truncated", "bad64"):
+        assert any(f"image '{alt}' left out" in m and str(path) in m for m in messages), (alt, messages)
+    assert not any("plain text" in m for m in messages)
+    assert reading_text(doc, ocr=False).document.text == doc.text
 
 
 def _write(path: Path, text: str) -> Path:

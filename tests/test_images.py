@@ -5,15 +5,17 @@ Images are made with Pillow in memory; expected pixels are computed independentl
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 
 import numpy as np
 import pytest
 
 PIL = pytest.importorskip("PIL")
-from PIL import Image  # noqa: E402
+from PIL import Image, ImageDraw, ImageFile  # noqa: E402
 
 from longread.document import Document, DocumentImage, load_document  # noqa: E402
-from longread.errors import ImageAnchorError, ImageReadError, LongreadError  # noqa: E402
+from longread.errors import ImageAnchorError, ImageReadError, ImageTooLargeError, LongreadError  # noqa: E402
 from longread.vision.images import MAX_SIDE, load_images  # noqa: E402
 from longread.vision.reading import build_reading_text  # noqa: E402
 from longread.vision.ocr import OCRLine  # noqa: E402
@@ -120,6 +122,35 @@ def test_decompression_bomb_is_a_typed_error(monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 50)
     with pytest.raises(ImageReadError, match="safe limit"):
         one(encode(Image.new("RGB", (20, 20))))
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that declares ``width`` x ``height`` pixels and holds none: a decompression bomb's header."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+
+
+def test_header_declaring_too_many_pixels_is_refused_before_decoding(monkeypatch):
+    decoded = []
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: decoded.append(self.size))
+    for size in [(9000, 9000), (100_000, 100_000)]:        # 81 M pixels: under Pillow's own limit; 10 G: over it
+        with pytest.raises(ImageTooLargeError, match="'bomb'.*safe limit") as info:
+            one(png_header(*size), name="bomb")
+        assert isinstance(info.value, ImageReadError)
+    assert decoded == []
+
+
+def test_loaded_images_are_kept_encoded_and_decoded_on_use():
+    scan = Image.new("RGB", (1240, 1754), "white")           # a page scanned at 150 dpi: 6.5 MB as RGB
+    ImageDraw.Draw(scan).text((100, 100), "Ledger of the harbour, page 7", fill="black")
+    loaded = load_images(load_document("Scanned."), [scan, scan, encode(scan), encode(scan)])
+    for im in loaded:
+        assert isinstance(im.png, bytes) and len(im.png) < 200_000 and im.size == (1240, 1754)
+        assert not any(isinstance(v, Image.Image) for v in vars(im).values())     # nothing decoded is kept
+        assert np.array_equal(np.asarray(im.image), np.asarray(scan))
+    assert loaded[2].png is loaded[3].png                    # the same file is decoded once
 
 
 def test_anchors_offsets_pages_and_defaults():

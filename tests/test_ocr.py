@@ -6,6 +6,7 @@ The reader is the tiny random model of test_reader.py turned into an "oracle" th
 """
 from __future__ import annotations
 
+import io
 import sys
 
 import pytest
@@ -17,9 +18,11 @@ from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
 import longread  # noqa: E402
 from longread.document import DocumentImage  # noqa: E402
-from longread.errors import OCRUnavailableError  # noqa: E402
+from longread.errors import ImageSkippedWarning, OCRUnavailableError  # noqa: E402
+from longread.formats import load_pdf  # noqa: E402
 from longread.vision import ocr as ocr_module  # noqa: E402
 from longread.vision.ocr import read_text  # noqa: E402
+from longread.vision.pipeline import reading_text  # noqa: E402
 
 from test_reader import END_WORD, START_WORD, load, make_oracle, tiny_dir  # noqa: E402,F401
 
@@ -64,6 +67,31 @@ def test_read_text_lines_and_boxes():
     assert [ln.text for ln in lines] == ["Owner: Marta Lindqvist"]
     assert iou(lines[0].box, bbox) > 0.5 and 0.5 <= lines[0].score <= 1.0
     assert read_text(Image.new("RGB", (64, 64), "white")) == []
+
+
+def test_thin_images_are_skipped_and_wide_banners_read():
+    for size in [(1600, 1), (2048, 8), (1, 5000)]:       # hairline (once 48000 x 12000 in the engine), rule, strip
+        with pytest.warns(ImageSkippedWarning, match="'rule'.*too thin"):
+            assert read_text(Image.new("RGB", size, "white"), name="rule") == []
+    banner, bbox = render("Harbour log 12 lists the cargo", size=(900, 40), at=(10, 4), font_size=26)
+    [line] = read_text(banner)                           # 22:1, padded for the engine; the box maps back
+    assert line.text == "Harbour log 12 lists the cargo" and iou(line.box, bbox) > 0.5
+
+
+def test_image_only_pdf_page_is_read_once(tmp_path):
+    fpdf = pytest.importorskip("fpdf")
+    scan, _ = render("Harbour log 12", size=(620, 120), at=(20, 30), font_size=48)
+    png = io.BytesIO()
+    scan.save(png, format="PNG")
+    pdf = fpdf.FPDF()
+    pdf.set_font("helvetica", size=12)
+    pdf.add_page()
+    pdf.multi_cell(0, 8, "The harbour report.")
+    pdf.add_page()                                       # no text layer: rendered, and its figure not read again
+    pdf.image(png, x=10, y=10, w=150)
+    doc = load_pdf("scan.pdf", data=bytes(pdf.output()))
+    text = reading_text(doc).document.text
+    assert text.count("Harbour log") == 1 and text.index("Harbour log 12") > text.index("The harbour report.")
 
 
 def test_answer_inside_an_image_end_to_end(oracle_dir):

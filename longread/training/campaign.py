@@ -9,7 +9,7 @@ checkpoint (``--run-dir/checkpoint.pt``: weights, optimizer, schedule, the posit
 epoch's fixed batch order) when the same command is given again. Every layer is trained (the
 embeddings stay the base's): the question-free layers still never see the question. Documents
 are grouped with their questions (``grouped.py``), batches are bucketed by length under a token
-budget; on CUDA matmuls run in bf16 autocast (``--autocast``; on the CPU fp32 measured faster).
+budget; matmuls run in bf16 autocast where bf16 is the device's fast path (``--autocast``).
 
 The log (``--log``, JSON lines: loss, throughput, held-out F1 per evaluation) is meant to be kept
 with the project. Held-out questions come from articles carved out of the training files
@@ -33,7 +33,7 @@ from ..checkpoints import load_hf_model
 from ..layout import LayoutConfig
 from ..lora import count
 from ..metrics import squad_em_f1
-from ..reader import CONFIG_NAME, DELTA_NAME, ReaderConfig, _base_model_dir, apply_delta
+from ..reader import CONFIG_NAME, DELTA_NAME, ReaderConfig, _base_model_dir, apply_delta, default_dtype
 from .corpora import load_corpus
 from .grouped import NULL, GroupBuilder, add_foreign_negatives, batches, collate, grouped_forward, grouped_loss
 
@@ -70,8 +70,9 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default=None)
     p.add_argument("--autocast", choices=["auto", "bf16", "off"], default="auto",
-                   help="bf16 autocast: auto = on CUDA only (on this project's CPUs, measured by "
-                        "eval/bench_training.py, bf16 autocast trains several times slower than fp32)")
+                   help="bf16 autocast: auto = where bf16 is the device's fast path (CUDA, CPUs with native "
+                        "bf16 matrix units: the reader's default_dtype rule); on a CPU without them (AVX2) bf16 "
+                        "autocast is emulated and several times slower than fp32 (eval/bench_training.py)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (smoke runs)")
     p.add_argument("--export", default=None, metavar="DIR",
@@ -194,7 +195,7 @@ def main(argv=None):
     random.seed(args.seed)
     torch.manual_seed(args.seed)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    use_bf16 = args.autocast == "bf16" or (args.autocast == "auto" and device.type == "cuda")
+    use_bf16 = args.autocast == "bf16" or (args.autocast == "auto" and default_dtype(device) == torch.bfloat16)
     autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)  # noqa: E731
     run = Path(args.run_dir)
     run.mkdir(parents=True, exist_ok=True)

@@ -14,9 +14,11 @@ from .reading import ReadingText, build_reading_text
 
 def reading_text(document: Document, images: Optional[Sequence] = None, ocr: bool = True,
                  max_side: Optional[int] = None) -> ReadingText:
-    """Load ``document.images + images``, OCR them (when ``ocr``), insert their text at the anchors."""
+    """Load ``document.images + images``, OCR them (when ``ocr``), insert their text at the anchors.
+    Images are decoded one at a time for OCR; one the engine cannot take adds no text (with a warning)."""
     loaded = load_images(document, images, **({"max_side": max_side} if max_side else {}))
-    lines = {im.index: read_text(im.image) for im in progress(loaded, desc="OCR", unit="image")} if ocr else {}
+    lines = {im.index: read_text(im.image, name=im.name)
+             for im in progress(loaded, desc="OCR", unit="image")} if ocr else {}
     return build_reading_text(document, loaded, lines)
 
 
@@ -24,8 +26,8 @@ def _images_key(reading: ReadingText) -> str:
     h = hashlib.sha1(reading.document.text.encode("utf-8", "surrogatepass"))
     h.update(repr(reading.document.page_starts).encode())
     for im, anchor in zip(reading.images, reading.anchors):
-        h.update(f"{anchor}/{im.name}/{im.image.size}".encode())
-        h.update(im.image.tobytes())
+        h.update(f"{anchor}/{im.name}/{im.size}".encode())
+        h.update(im.png)
     return "images:" + h.hexdigest()
 
 
