@@ -258,3 +258,24 @@ def test_cli_reads_questions_from_stdin_even_if_not_utf8(monkeypatch, capsys, ti
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"Where was Galileo born?\n"), encoding="utf-8"))
     assert cli_main(["ask", str(doc_file), "--questions", "-", "--model", str(tiny), "--device", "cpu",
                      "--quiet"]) == 0
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(question=unicode_text, top_k=st.sampled_from(["1", "3", "0", "-1", "x", "2.5", "99999"]),
+       device=st.sampled_from(["cpu", "meta", "cuda:x", "", "CPU"]), as_json=st.booleans(),
+       content=unicode_text)
+def test_fuzz_cli_exits_with_a_code_never_a_traceback(capsys, tiny, tmp_path_factory, question, top_k, device,
+                                                      as_json, content):
+    path = tmp_path_factory.mktemp("cli") / "doc.txt"
+    path.write_text(content, encoding="utf-8", errors="surrogatepass")
+    argv = ["ask", str(path), "-q", question, "--model", str(tiny), "--device", device, "--top-k", top_k, "--quiet"]
+    try:
+        code = cli_main(argv + (["--json"] if as_json else []))
+    except SystemExit as exc:                       # argparse usage errors
+        code = exc.code
+    out, err = capsys.readouterr()
+    assert code in (0, 2, 3, 4), (code, err)
+    assert "Traceback" not in err
+    if code == 0 and as_json:
+        for line in out.splitlines():
+            json.loads(line)

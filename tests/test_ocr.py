@@ -140,3 +140,49 @@ def test_missing_ocr_engine_is_a_typed_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "rapidocr_onnxruntime", None)
     with pytest.raises(OCRUnavailableError, match="pip install"):
         read_text(Image.new("RGB", (8, 8), (1, 2, 3)))
+
+
+def test_no_span_runs_from_the_text_into_an_image(oracle):
+    """The start word in the document text, the end word only inside the image: the span that
+    joins them would mix document text with OCR text, so it is never an answer."""
+    doc = f"Intro sentence here. The {START_WORD} is shown in the figure. Closing words of the page."
+    img, _ = render(f"The {END_WORD} is here", size=(600, 90))
+    images = [DocumentImage(img, anchor=doc.index(" is shown") + len(" is shown in the figure."))]
+    prepared = oracle.prepare(doc, images)
+    text = prepared.document.text
+    assert END_WORD in text[text.index("figure."):]                     # the OCR read the end word
+    ans = oracle.answer(doc, "What?", images=images, top_k=5)
+    blocks = prepared.reading.block_bounds()
+    for a in [ans] + ans.alternatives:
+        assert text[a.start:a.end] == a.text
+        inside = [lo <= a.start and a.end <= hi for lo, hi in blocks]
+        outside = [a.end <= lo or a.start >= hi for lo, hi in blocks]
+        assert all(i or o for i, o in zip(inside, outside)), (a.text, a.start, a.end, blocks)
+
+
+def test_default_reader_answers_with_the_value_written_in_the_image():
+    """A long filler document that points at a figure, the figure's text read by OCR: the answer
+    is the value in the image, and no span runs from the document text into the OCR block."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    words = "the of harbour river report council market season winter trade ship field north".split()
+    sections = [" ".join(rng.choice(words, 40)).capitalize() + "." for _ in range(300)]
+    at = 150
+    sections.insert(at, "The access code is shown in the figure below.")
+    text = "\n\n".join(sections)
+    anchor = text.index("The access code is shown in the figure below.") + len("The access code is shown in the "
+                                                                                  "figure below.")
+    img, _ = render("Vault access code: 7351", size=(640, 90), font_size=36)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    reader = longread.Reader.from_pretrained(device="cpu")
+    reader.progress = False
+    ans = reader.answer(text, "What is the vault access code?", images=[DocumentImage(buf.getvalue(), anchor=anchor)])
+    reading = reader.prepare(text, images=[DocumentImage(buf.getvalue(), anchor=anchor)]).document.text
+    assert reading[ans.start:ans.end] == ans.text
+    assert ans.source == "image" and "7351" in ans.text
+    for a in [ans] + ans.alternatives:                 # never across the text / OCR boundary
+        inside = a.source == "image"
+        block = reading.index("Vault")
+        assert inside == (a.start >= block - 2), (a.text, a.start, block)
