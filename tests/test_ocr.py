@@ -169,10 +169,10 @@ def test_default_reader_answers_with_the_value_written_in_the_image():
     words = "the of harbour river report council market season winter trade ship field north".split()
     sections = [" ".join(rng.choice(words, 40)).capitalize() + "." for _ in range(300)]
     at = 150
-    sections.insert(at, "The access code is shown in the figure below.")
+    pointer = "The access code is shown in the figure below."
+    sections.insert(at, pointer)
     text = "\n\n".join(sections)
-    anchor = text.index("The access code is shown in the figure below.") + len("The access code is shown in the "
-                                                                                  "figure below.")
+    anchor = text.index(pointer) + len(pointer)
     img, _ = render("Vault access code: 7351", size=(640, 90), font_size=36)
     buf = io.BytesIO()
     img.save(buf, format="PNG")
