@@ -20,6 +20,10 @@ Independent checks (not built on ``naive.py``): a boolean mask written straight 
 (forward and gradients), and PyTorch FlexAttention (forward only: torch 2.13 refuses FlexAttention
 backward on CPU, "FlexAttention does not support backward on CPU").
 
+Block visits (section 8): NaN keys / queries poison every block that loads them (0 * NaN = NaN), so
+rows and keys that must never share a block with them staying finite and exact shows which blocks the
+kernels and the torch path visit (rows >= num_global_queries: only the global key blocks and their band).
+
 Triton: runs on CUDA, or on CPU when ``TRITON_INTERPRET=1`` is set before import (the CI runs
 ``TRITON_INTERPRET=1 pytest``); otherwise its tests skip with a reason. The interpreter uses a single
 16x16 block config, so N=129 crosses 9 blocks and G=17 straddles a block boundary. bf16 Triton is
@@ -119,11 +123,12 @@ def make_mask(kind, b, n, seed, device=DEVICE):
     raise ValueError(kind)
 
 
-def docstring_mask(b, n, left, right, num_global, kpm):
+def docstring_mask(b, n, left, right, num_global, kpm, num_global_queries=None):
     """(B, 1, N, N) allowed pairs, written from the docstring (independent of naive.attention_mask)."""
+    gq = num_global if num_global_queries is None else num_global_queries
     i = torch.arange(n).view(n, 1)
     j = torch.arange(n).view(1, n)
-    m = ((i - left <= j) & (j <= i + right)) | (i < num_global) | (j < num_global)
+    m = ((i - left <= j) & (j <= i + right)) | (i < gq) | (j < num_global)
     m = m.expand(b, 1, n, n).clone()
     if kpm is not None:
         kpm = kpm.cpu()
@@ -157,17 +162,19 @@ def max_err(x, ref):
     return (x.float() - ref.float()).abs().max().item() if x.numel() else 0.0
 
 
-def check_against_reference(backend, q, k, v, do, window, num_global, kpm, softmax_scale=None):
+def check_against_reference(backend, q, k, v, do, window, num_global, kpm, softmax_scale=None,
+                            num_global_queries=None):
     """Run backend, the same-dtype baseline and the fp32 reference; apply the tolerance policy."""
     dtype = q.dtype
     left, right = lr(window)
+    gq = dict(num_global_queries=num_global_queries)
     got = fwd_bwd(lambda a, b, c: sliding_window_attention(
         a, b, c, window=window, num_global=num_global, key_padding_mask=kpm,
-        softmax_scale=softmax_scale, backend=backend), q, k, v, do)
+        softmax_scale=softmax_scale, backend=backend, **gq), q, k, v, do)
     base = fwd_bwd(lambda a, b, c: naive_sliding_window_attention(
-        a, b, c, (left, right), num_global, kpm, softmax_scale, upcast=False), q, k, v, do)
+        a, b, c, (left, right), num_global, kpm, softmax_scale, upcast=False, **gq), q, k, v, do)
     ref = fwd_bwd(lambda a, b, c: naive_sliding_window_attention(
-        a, b, c, (left, right), num_global, kpm, softmax_scale, upcast=True),
+        a, b, c, (left, right), num_global, kpm, softmax_scale, upcast=True, **gq),
         q.float(), k.float(), v.float(), do.float())
     assert got[0].dtype == dtype, f"output dtype {got[0].dtype} != input dtype {dtype}"
     for name, g, b_, r, factor in zip(("out", "dq", "dk", "dv"), got, base, ref,
@@ -654,6 +661,15 @@ class TestArgumentChecks:
         with pytest.raises(ValueError, match="num_global"):
             sliding_window_attention(q, k, v, window=2, num_global=num_global, backend=backend)
 
+    @pytest.mark.parametrize("num_global,num_global_queries", [
+        (2, -1), (2, 3), (0, 1), (20, 21), (2, 1.0), (2, True), (2, False), (2, "1"), (2, torch.tensor(1)),
+    ], ids=["-1", "G+1", "G=0", "G>N,G+1", "1.0", "True", "False", "str", "tensor"])
+    def test_bad_num_global_queries(self, backend, num_global, num_global_queries):
+        q, k, v = _good()
+        with pytest.raises(ValueError, match=r"num_global_queries must be None or an int in \[0, num_global\]"):
+            sliding_window_attention(q, k, v, window=2, num_global=num_global,
+                                     num_global_queries=num_global_queries, backend=backend)
+
     @pytest.mark.parametrize("shape", [(2, 9), (1, 8), (2, 1, 8), (8,), (2, 2, 8, 8)],
                              ids=["seqlen+1", "batch1", "3d", "1d", "4d"])
     def test_mask_wrong_shape(self, backend, shape):
@@ -743,3 +759,353 @@ def test_triton_gpu_fp32_is_not_tf32():
     """fp32 inputs promise an exact fp32 path (input_precision='ieee'): held to the fp32 floor."""
     q, k, v, do = make_qkv(1, 2, 1024, 64, torch.float32, 11)
     check_against_reference("triton", q, k, v, do, (128, 64), 16, make_mask("lens", 1, 1024, 11))
+
+
+# ------------------------------------------------------------------------------------------------
+# 8. num_global_queries: key-only global rows
+# ------------------------------------------------------------------------------------------------
+# (B, H, N, D, window, G, GQ, padding); GQ = num_global_queries
+GQ_CASES = [
+    (1, 1, 1, 16, 0, 1, 0, None),                 # seqlen 1, one key-only global
+    (2, 1, 37, 16, (1, 2), 17, 0, None),          # G straddles a block, no full rows
+    (2, 1, 71, 16, (5, 3), 20, 0, "lens"),
+    (2, 2, 71, 32, 4, 20, 20, "holes"),           # GQ = G: the Longformer mask
+    (2, 1, 129, 16, (17, 3), 33, 5, "lens"),      # GQ inside the first block
+    (1, 2, 129, 24, (0, 9), 40, 17, None),        # GQ and G both straddle block boundaries
+    (2, 1, 97, 16, 0, 48, 16, "holes"),           # window 0, G and GQ on block boundaries
+    (2, 1, 150, 16, (2, 1), 40, 0, "holes"),      # the first rows' band ends inside the global keys
+    (2, 1, 129, 32, (3, 20), 129, 64, "lens"),    # every key global, half the rows full
+    (2, 1, 45, 16, 2, 200, 7, "lens"),            # G > seqlen, GQ < seqlen
+    (2, 1, 45, 16, (3, 1), 200, 60, None),        # seqlen < GQ < G: every row full
+]
+# fp16 Triton on the interpreter for a few cases only (each case costs seconds there)
+GQ_TRITON_FP16 = {GQ_CASES[2], GQ_CASES[5], GQ_CASES[7]}
+
+
+def gq_case_id(c):
+    b, h, n, d, w, g, gq, pad = c
+    return case_id((b, h, n, d, w, g, pad)) + f"-gq{gq}"
+
+
+def _in_gq_grid(backend, dtype, case):
+    if backend == "triton" and dtype == torch.float16 and not HAS_CUDA:
+        return case in GQ_TRITON_FP16
+    return True
+
+
+GQ_GRID = [pytest.param(be, dt, c, id=f"{be}-{DTYPE_IDS[dt]}-{gq_case_id(c)}")
+           for be in ("torch", "triton", "reference") for dt in DTYPES_BY_BACKEND[be] for c in GQ_CASES
+           if _in_gq_grid(be, dt, c)]
+
+
+@pytest.mark.parametrize("backend,dtype,case", GQ_GRID)
+def test_num_global_queries_matches_fp32_reference(backend, dtype, case):
+    """Forward and dq, dk, dv against the dense fp32 reference with the same num_global_queries."""
+    require_backend(backend, dtype)
+    b, h, n, d, window, num_global, gq, pad = case
+    seed = seed_of(case, DTYPE_IDS[dtype], "gq")
+    q, k, v, do = make_qkv(b, h, n, d, dtype, seed)
+    kpm = make_mask(pad, b, n, seed)
+    check_against_reference(backend, q, k, v, do, window, num_global, kpm, num_global_queries=gq)
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=gq_case_id(c)) for c in GQ_CASES])
+def test_num_global_queries_reference_vs_sdpa_oracle(case):
+    """The reference (backend and naive.py) against SDPA on a mask written from the docstring."""
+    b, h, n, d, window, num_global, gq, pad = case
+    seed = seed_of(case, "gq-sdpa")
+    q, k, v, do = make_qkv(b, h, n, d, torch.float32, seed)
+    kpm = make_mask(pad, b, n, seed)
+    left, right = lr(window)
+    allowed = docstring_mask(b, n, left, right, num_global, kpm, num_global_queries=gq)
+    want = fwd_bwd(lambda a, b_, c: sdpa_oracle(a, b_, c, allowed), q, k, v, do)
+    got = fwd_bwd(lambda a, b_, c: sliding_window_attention(
+        a, b_, c, window=window, num_global=num_global, num_global_queries=gq, key_padding_mask=kpm,
+        backend="reference"), q, k, v, do)
+    for name, g, w in zip(("out", "dq", "dk", "dv"), got, want):
+        assert_finite(name, g)
+        torch.testing.assert_close(g, w, atol=2e-5, rtol=1e-5, msg=lambda m: f"{name}: {m}")
+
+
+def test_attention_mask_num_global_queries_matches_bruteforce():
+    n = 13
+    kpm = torch.tensor([[True] * 13, [True] * 5 + [False] * 8, [i % 3 != 1 for i in range(13)]])
+    for left, right, num_global, gq in [(0, 0, 3, 0), (2, 0, 5, 2), (0, 3, 5, 5), (1, 1, 20, 4), (1, 2, 20, 0),
+                                        (4, 1, 0, 0), (20, 20, 6, 1)]:
+        brute = torch.zeros(3, 1, n, n, dtype=torch.bool)
+        for bb in range(3):
+            for i in range(n):
+                for j in range(n):
+                    in_band = i - left <= j <= i + right
+                    brute[bb, 0, i, j] = bool(kpm[bb, i] and kpm[bb, j] and (in_band or j < num_global or i < gq))
+        assert torch.equal(attention_mask(n, left, right, num_global, kpm, num_global_queries=gq), brute)
+        assert torch.equal(docstring_mask(3, n, left, right, num_global, kpm, num_global_queries=gq), brute)
+        assert torch.equal(attention_mask(n, left, right, num_global, num_global_queries=gq), brute[0, 0])
+        if gq == num_global:
+            assert torch.equal(attention_mask(n, left, right, num_global, kpm), brute)
+
+
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+def test_num_global_queries_default_is_num_global(backend):
+    """None (the default) and num_global_queries=num_global give bit-identical results and gradients,
+    also when num_global exceeds seqlen (both are clamped to it)."""
+    require_backend(backend)
+    b, h, n, d = 2, 1, 40, 16
+    q, k, v, do = make_qkv(b, h, n, d, torch.float32, seed_of("gq-default"))
+    kpm = make_mask("holes", b, n, seed_of("gq-default"))
+    for num_global, gq in ((0, 0), (5, 5), (17, 17), (60, 60), (60, 40)):
+        kw = dict(window=(3, 2), key_padding_mask=kpm)
+        a = fwd_bwd(lambda x, y, z: run_op(x, y, z, backend, num_global=num_global, **kw), q, k, v, do)
+        c = fwd_bwd(lambda x, y, z: run_op(x, y, z, backend, num_global=num_global, num_global_queries=gq, **kw),
+                    q, k, v, do)
+        for name, x, y in zip(("out", "dq", "dk", "dv"), a, c):
+            assert torch.equal(x, y), f"{name}: G={num_global}, GQ={gq}"
+
+
+@pytest.mark.parametrize("gq", [0, 3, 45], ids=["gq0", "gq3", "gq45"])
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+def test_global_keys_covering_sequence_is_full_attention_for_any_gq(backend, gq):
+    """G >= seqlen makes every key global, so every row sees every key whatever GQ is."""
+    require_backend(backend)
+    b, h, n, d = 1, 2, 45, 16
+    q, k, v, do = make_qkv(b, h, n, d, torch.float32, seed_of("gq-full", gq))
+    got = fwd_bwd(lambda a, b_, c: run_op(a, b_, c, backend, window=0, num_global=n + 5, num_global_queries=gq),
+                  q, k, v, do)
+    want = fwd_bwd(lambda a, b_, c: F.scaled_dot_product_attention(a, b_, c), q, k, v, do)
+    for name, g, w in zip(("out", "dq", "dk", "dv"), got, want):
+        torch.testing.assert_close(g, w, atol=2e-5, rtol=1e-5, msg=lambda m: f"{name}: {m}")
+
+
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+def test_num_global_queries_rows_without_allowed_keys_are_zero(backend):
+    """Padded rows (holes, and a batch row with every key padded) stay zero with zero gradients when
+    some global rows are key-only."""
+    require_backend(backend)
+    b, h, n, d = 2, 2, 40, 32
+    q, k, v, do = make_qkv(b, h, n, d, torch.float32, seed_of("gq-empty"))
+    kpm = torch.ones(b, n, dtype=torch.bool, device=DEVICE)
+    kpm[0, 3::4] = False
+    kpm[0, 1] = False               # a padded key-only global row
+    kpm[1] = False
+    for window, num_global, gq in ((0, 5, 0), ((0, 2), 8, 3), (3, 50, 0), (0, 50, 20)):
+        out, dq, dk, dv = fwd_bwd(lambda a, b_, c: run_op(a, b_, c, backend, window=window, num_global=num_global,
+                                                          num_global_queries=gq, key_padding_mask=kpm),
+                                  q, k, v, do)
+        allowed = docstring_mask(b, n, *lr(window), num_global, kpm, num_global_queries=gq)
+        empty = ~allowed.any(-1)[..., None].expand_as(out)
+        assert empty[0].any() and empty[1].all()
+        for name, t in (("out", out), ("dq", dq), ("dk", dk), ("dv", dv)):
+            assert_finite(f"{name} window={window} G={num_global} GQ={gq}", t)
+        assert (out[empty] == 0).all() and (dq[empty] == 0).all()
+        padded_keys = ~kpm[:, None, :, None].expand_as(dk)
+        assert (dk[padded_keys] == 0).all() and (dv[padded_keys] == 0).all()
+        ref = fwd_bwd(lambda a, b_, c: naive_sliding_window_attention(a, b_, c, lr(window), num_global, kpm,
+                                                                      num_global_queries=gq), q, k, v, do)
+        for name, g, r in zip(("out", "dq", "dk", "dv"), (out, dq, dk, dv), ref):
+            torch.testing.assert_close(g, r, atol=1e-5, rtol=1e-5, msg=lambda m: f"{name}: {m}")
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_broken_num_global_queries_variants_are_caught(backend):
+    """The comparisons above would catch the likely mistakes: key-only rows treated as full rows
+    (num_global_queries ignored), and their gradient into the band and global keys dropped."""
+    require_backend(backend)
+    b, h, n, d, window, num_global, gq = 2, 1, 70, 16, (3, 2), 24, 5
+    seed = seed_of("gq-broken")
+    q, k, v, do = make_qkv(b, h, n, d, torch.float32, seed)
+    kpm = make_mask("lens", b, n, seed)
+    got = check_against_reference(backend, q, k, v, do, window, num_global, kpm, num_global_queries=gq)
+    key_only = torch.zeros(n, dtype=torch.bool, device=DEVICE)
+    key_only[gq:num_global] = True
+    key_only = key_only[None, None, :, None] & kpm[:, None, :, None]        # real key-only global rows
+
+    # 1. num_global_queries treated as num_global: exactly the key-only rows differ
+    as_full = naive_sliding_window_attention(q, k, v, lr(window), num_global, kpm)
+    assert max_err(got[0][key_only.expand_as(got[0])], as_full[key_only.expand_as(as_full)]) > 1e-2
+    assert max_err(got[0][~key_only.expand_as(got[0])], as_full[~key_only.expand_as(as_full)]) <= FLOOR[torch.float32]
+
+    # 2. key-only rows' gradient into k and v dropped (rows computed from detached k, v)
+    def dropped(a, b_, c):
+        full = naive_sliding_window_attention(a, b_, c, lr(window), num_global, kpm, num_global_queries=gq)
+        cut = naive_sliding_window_attention(a, b_.detach(), c.detach(), lr(window), num_global, kpm,
+                                             num_global_queries=gq)
+        return torch.where(key_only, cut, full)
+
+    broken = fwd_bwd(dropped, q, k, v, do)
+    assert max_err(got[0], broken[0]) <= FLOOR[torch.float32]                # same forward
+    for name, i in (("dk", 2), ("dv", 3)):
+        # the band keys right after the globals, and the global keys, both lose gradient
+        for keys in (slice(0, num_global), slice(num_global, num_global + window[0] + 1)):
+            assert max_err(got[i][:, :, keys], broken[i][:, :, keys]) > 1e-3, f"{name}[{keys}] misses the cut"
+
+
+def _visit_block(backend, left, right, n):
+    """The largest query / key block the backend may use (the visited-block bounds below are in
+    units of it), and whether a block that starts below GQ makes all its rows full rows."""
+    if backend == "torch":
+        from longread.kernels.sliding_window.blocked import _pick_block
+        return _pick_block(left, right, n), False
+    from longread.kernels.sliding_window.utils import BWD_DKDV_CONFIGS, BWD_DQ_CONFIGS, FWD_CONFIGS
+    cfgs = FWD_CONFIGS + BWD_DKDV_CONFIGS + BWD_DQ_CONFIGS
+    return max(max(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]) for c in cfgs), True
+
+
+def _may_pair(i, j, left, right, num_global, gq, blk, full_by_block):
+    """A superset of the (query row, key) pairs the backend's blocks may bring together when rows
+    >= GQ visit only the global keys and their band: False means query i and key j never meet."""
+    r0, j0 = (i // blk) * blk, (j // blk) * blk
+    full_row = (r0 if full_by_block else i) < gq
+    near = j0 + 2 * blk > r0 - left and j0 < r0 + 2 * blk + right
+    return full_row or j0 < num_global or near
+
+
+N_VISIT = 1001 if HAS_CUDA else 197
+VISIT_CASES = [(40, 0), (40, 16), (24, 5), (33, 33), (0, 0)]
+
+
+@pytest.mark.filterwarnings("ignore:All-NaN slice encountered")  # the interpreter's max over NaN rows
+@pytest.mark.parametrize("num_global,gq", VISIT_CASES, ids=[f"g{g}-gq{q}" for g, q in VISIT_CASES])
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_band_rows_never_visit_far_key_blocks(backend, num_global, gq):
+    """NaN keys and values far from a row's band poison any block that loads them (0 * NaN = NaN), so
+    the rows >= GQ (key-only global rows included) that are far from them must stay finite and exact,
+    in the output and in dq: they visit only the global key blocks and their band, never every key."""
+    require_backend(backend)
+    b, h, n, d, (left, right) = 1, 1, N_VISIT, 16, (3, 2)
+    q, k, v, do = make_qkv(b, h, n, d, torch.float32, seed_of("visit-fwd", num_global, gq))
+    bad = list(range(int(0.8 * n), int(0.8 * n) + 4))
+    k_nan, v_nan = k.clone(), v.clone()
+    k_nan[:, :, bad], v_nan[:, :, bad] = float("nan"), float("nan")
+    kw = dict(window=(left, right), num_global=num_global, num_global_queries=gq)
+    got = fwd_bwd(lambda a, b_, c: run_op(a, b_, c, backend, **kw), q, k_nan, v_nan, do)
+    ref = fwd_bwd(lambda a, b_, c: naive_sliding_window_attention(a, b_, c, (left, right), num_global,
+                                                                  num_global_queries=gq), q, k, v, do)
+    blk, by_block = _visit_block(backend, left, right, n)
+    rows = [i for i in range(n) if not any(_may_pair(i, j, left, right, num_global, gq, blk, by_block) for j in bad)]
+    assert len(rows) >= n // 8
+    key_only = [i for i in rows if gq <= i < num_global]
+    if num_global > gq and (not by_block or any((i // blk) * blk >= gq for i in range(gq, num_global))):
+        assert key_only, "no key-only global row checked"
+    for name, g, r in (("out", got[0], ref[0]), ("dq", got[1], ref[1])):
+        assert_finite(f"{name} rows {rows[0]}..{rows[-1]}", g[:, :, rows])
+        assert max_err(g[:, :, rows], r[:, :, rows]) <= FLOOR[torch.float32], name
+
+
+@pytest.mark.filterwarnings("ignore:All-NaN slice encountered")  # the interpreter's max over NaN rows
+@pytest.mark.parametrize("num_global,gq", VISIT_CASES, ids=[f"g{g}-gq{q}" for g, q in VISIT_CASES])
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_far_key_blocks_never_visit_band_rows(backend, num_global, gq):
+    """A NaN query row r >= GQ (the last key-only global row when there is one) poisons every key
+    block whose dk, dv loop loads it: the band keys far from r must keep finite, exact gradients,
+    so a key block past G visits only the full rows (< GQ) and its mirrored band. dq of every other
+    row must be untouched too."""
+    require_backend(backend)
+    b, h, n, d, (left, right) = 1, 1, N_VISIT, 16, (3, 2)
+    q, k, v, do = make_qkv(b, h, n, d, torch.float32, seed_of("visit-bwd", num_global, gq))
+    r = num_global - 1 if num_global > gq else num_global + 5
+    q_nan, do_nan = q.clone(), do.clone()
+    q_nan[:, :, r], do_nan[:, :, r] = float("nan"), float("nan")
+    kw = dict(window=(left, right), num_global=num_global, num_global_queries=gq)
+    got = fwd_bwd(lambda a, b_, c: run_op(a, b_, c, backend, **kw), q_nan, k, v, do_nan)
+    ref = fwd_bwd(lambda a, b_, c: naive_sliding_window_attention(a, b_, c, (left, right), num_global,
+                                                                  num_global_queries=gq), q, k, v, do)
+    blk, by_block = _visit_block(backend, left, right, n)
+    keys = [j for j in range(n) if not _may_pair(r, j, left, right, num_global, gq, blk, by_block)]
+    if not by_block or (r // blk) * blk >= gq:
+        assert len(keys) >= n // 4
+    for name, g, w in (("dk", got[2], ref[2]), ("dv", got[3], ref[3])):
+        assert_finite(f"{name} keys far from row {r}", g[:, :, keys])
+        assert max_err(g[:, :, keys], w[:, :, keys]) <= FLOOR[torch.float32], name
+    others = [i for i in range(n) if i != r]
+    assert_finite("dq of the other rows", got[1][:, :, others])
+    assert max_err(got[1][:, :, others], ref[1][:, :, others]) <= FLOOR[torch.float32]
+
+
+GQ_BOUNDARY = [((15, 15), 17, 16), ((16, 16), 32, 31), ((1, 31), 33, 1), ((14, 0), 48, 32), ((0, 14), 31, 15),
+               ((2, 2), 64, 0), ((31, 30), 47, 17)]
+
+
+@pytest.mark.parametrize("window,num_global,gq", GQ_BOUNDARY,
+                         ids=[f"w{w[0]}-{w[1]}-g{g}-gq{q}" for w, g, q in GQ_BOUNDARY])
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_num_global_queries_block_boundaries(backend, window, num_global, gq):
+    """G and GQ just around multiples of 16 (the interpreter's block) and 32 (the torch path's)."""
+    require_backend(backend)
+    b, h, n, d = 2, 1, 70, 16
+    seed = seed_of("gq-boundary", window, num_global, gq)
+    q, k, v, do = make_qkv(b, h, n, d, torch.float32, seed)
+    check_against_reference(backend, q, k, v, do, window, num_global, make_mask("lens", b, n, seed),
+                            num_global_queries=gq)
+
+
+@pytest.mark.parametrize("group_elements", [None, 1], ids=["default", "one-block-groups"])
+@pytest.mark.parametrize("case", [pytest.param(c, id=gq_case_id(c)) for c in GQ_CASES if c[2] > 1])
+def test_torch_backend_num_global_queries_under_no_grad(case, group_elements, monkeypatch):
+    import longread.kernels.sliding_window.blocked as blocked
+    if group_elements is not None:
+        monkeypatch.setattr(blocked, "_GROUP_ELEMENTS", group_elements)
+    b, h, n, d, window, num_global, gq, pad = case
+    seed = seed_of(case, "gq-nograd")
+    q, k, v, _ = make_qkv(b, h, n, d, torch.float32, seed)
+    kpm = make_mask(pad, b, n, seed)
+    with torch.no_grad():
+        got = sliding_window_attention(q, k, v, window=window, num_global=num_global, num_global_queries=gq,
+                                       key_padding_mask=kpm, backend="torch")
+    ref = naive_sliding_window_attention(q, k, v, lr(window), num_global, kpm, num_global_queries=gq)
+    assert_finite("out", got)
+    assert max_err(got, ref) <= FLOOR[torch.float32], f"max err {max_err(got, ref):.3e}"
+
+
+@st.composite
+def gq_problems(draw):
+    b, h, n, d, window, num_global, pad, seed = draw(problems())
+    gq = draw(st.integers(0, min(num_global, 3)) | st.integers(0, num_global))
+    return b, h, n, d, window, num_global, gq, pad, seed
+
+
+def _gq_property_check(backend, problem):
+    b, h, n, d, window, num_global, gq, pad, seed = problem
+    q, k, v, do = make_qkv(b, h, n, d, torch.float32, seed)
+    g = torch.Generator().manual_seed(seed)
+    if pad == "lens":
+        kpm = (torch.arange(n)[None, :] < torch.randint(1, n + 1, (b,), generator=g)[:, None]).to(DEVICE)
+    elif pad == "random":
+        kpm = (torch.rand(b, n, generator=g) < 0.6).to(DEVICE)
+    else:
+        kpm = None
+    check_against_reference(backend, q, k, v, do, window, num_global, kpm, num_global_queries=gq)
+
+
+@settings(max_examples=40, **PROPERTY_SETTINGS)
+@given(problem=gq_problems())
+def test_property_num_global_queries_torch(problem):
+    _gq_property_check("torch", problem)
+
+
+def test_property_num_global_queries_triton():
+    require_backend("triton")
+
+    @settings(max_examples=15, **PROPERTY_SETTINGS)
+    @given(problem=gq_problems())
+    def prop(problem):
+        _gq_property_check("triton", problem)
+
+    prop()
+
+
+@gpu
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("case", [
+    (2, 4, 2048, 64, 256, 64, 1, "lens"),
+    (1, 2, 4099, 128, (300, 17), 200, 0, "holes"),
+    (2, 2, 1000, 64, (126, 62), 129, 65, "holes"),
+], ids=gq_case_id)
+def test_triton_gpu_large_num_global_queries(dtype, case):
+    require_backend("triton", dtype)
+    b, h, n, d, window, num_global, gq, pad = case
+    seed = seed_of(case, DTYPE_IDS[dtype], "gq-gpu")
+    q, k, v, do = make_qkv(b, h, n, d, dtype, seed)
+    kpm = make_mask(pad, b, n, seed)
+    check_against_reference("triton", q, k, v, do, window, num_global, kpm, num_global_queries=gq)
+    check_against_reference("torch", q, k, v, do, window, num_global, kpm, num_global_queries=gq)

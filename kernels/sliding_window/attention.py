@@ -16,12 +16,14 @@ class SlidingWindowAttentionFunction(torch.autograd.Function):
     """Triton forward and backward; saves q, k, v, out and the row log-sum-exp (O(N) extra)."""
 
     @staticmethod
-    def forward(ctx, q, k, v, left, right, num_global, kvalid, softmax_scale):
+    def forward(ctx, q, k, v, left, right, num_global, kvalid, softmax_scale, num_global_queries=None):
         from .fwd import attention_fwd
 
-        out, lse = attention_fwd(q, k, v, left, right, num_global, kvalid, softmax_scale)
+        if num_global_queries is None:
+            num_global_queries = num_global
+        out, lse = attention_fwd(q, k, v, left, right, num_global, kvalid, softmax_scale, num_global_queries)
         ctx.save_for_backward(q, k, v, out, lse, kvalid)
-        ctx.args = (left, right, num_global, softmax_scale)
+        ctx.args = (left, right, num_global, softmax_scale, num_global_queries)
         return out
 
     @staticmethod
@@ -29,10 +31,10 @@ class SlidingWindowAttentionFunction(torch.autograd.Function):
         from .bwd import attention_bwd
 
         q, k, v, out, lse, kvalid = ctx.saved_tensors
-        left, right, num_global, softmax_scale = ctx.args
+        left, right, num_global, softmax_scale, num_global_queries = ctx.args
         dq, dk, dv = attention_bwd(do.contiguous(), q, k, v, out, lse, left, right, num_global,
-                                   kvalid, softmax_scale)
-        return dq, dk, dv, None, None, None, None, None
+                                   kvalid, softmax_scale, num_global_queries)
+        return dq, dk, dv, None, None, None, None, None, None
 
 
 def _parse_window(window, seqlen: int) -> Tuple[int, int]:
@@ -51,7 +53,7 @@ def _parse_window(window, seqlen: int) -> Tuple[int, int]:
     return min(left, max(seqlen - 1, 0)), min(right, max(seqlen - 1, 0))
 
 
-def _check_inputs(q, k, v, num_global, key_padding_mask, backend):
+def _check_inputs(q, k, v, num_global, key_padding_mask, backend, num_global_queries=None):
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of None (auto), 'triton', 'torch', 'reference'")
     for name, t in (("q", q), ("k", k), ("v", v)):
@@ -74,6 +76,11 @@ def _check_inputs(q, k, v, num_global, key_padding_mask, backend):
         raise ValueError(f"head_dim must be between 16 and 128, got {d}")
     if isinstance(num_global, bool) or not isinstance(num_global, int) or not 0 <= num_global:
         raise ValueError(f"num_global must be an int >= 0, got {num_global!r}")
+    if num_global_queries is not None and (
+            isinstance(num_global_queries, bool) or not isinstance(num_global_queries, int)
+            or not 0 <= num_global_queries <= num_global):
+        raise ValueError(f"num_global_queries must be None or an int in [0, num_global] "
+                         f"(num_global={num_global}), got {num_global_queries!r}")
     if key_padding_mask is not None:
         if not isinstance(key_padding_mask, torch.Tensor) or key_padding_mask.dtype != torch.bool:
             raise ValueError("key_padding_mask must be a bool tensor (True = real token)")
@@ -104,6 +111,7 @@ def sliding_window_attention(
     key_padding_mask: Optional[torch.Tensor] = None,
     softmax_scale: Optional[float] = None,
     backend: Optional[str] = None,
+    num_global_queries: Optional[int] = None,
 ) -> torch.Tensor:
     """Sliding-window + global (Longformer-style) exact softmax attention.
 
@@ -114,44 +122,52 @@ def sliding_window_attention(
         window: ``w`` (symmetric) or ``(left, right)``, both ``>= 0``. Query ``i`` attends key
             ``j`` when ``i - left <= j <= i + right``. ``0`` is the diagonal only; a window
             ``>= seqlen`` is full attention.
-        num_global: ``G``. Positions ``0..G-1`` are global: a global query attends to every key,
-            and every query attends to every global key (Longformer semantics). ``G`` may exceed
-            ``seqlen`` (then every position is global).
+        num_global: ``G``. Keys ``0..G-1`` are global: every query attends to them. ``G`` may
+            exceed ``seqlen`` (then every key is global).
+        num_global_queries: ``GQ``, ``0 <= GQ <= G``; ``None`` (the default) means ``GQ = G``,
+            Longformer's semantics, where the global positions are global both ways. Queries
+            ``0..GQ-1`` attend to every key. Rows ``GQ..G-1`` are key-only globals (e.g. summary
+            tokens): every query sees their keys, but their own queries see only the global
+            keys and their band, so they cost O(window + G) each, like any other row; the
+            whole op costs O(seqlen * (window + G) + GQ * seqlen).
         key_padding_mask: optional ``(batch, seqlen)`` bool, True = real token. Padded keys are
             never attended; padded query rows return zeros (and get zero gradients).
         softmax_scale: multiplies ``q @ k^T``; defaults to ``1 / sqrt(head_dim)``.
         backend: ``None`` = auto (``"triton"`` for CUDA tensors, ``"torch"`` otherwise);
             ``"triton"``: the Triton kernels (CUDA, or CPU under ``TRITON_INTERPRET=1``), with a
             Triton backward for dq, dk, dv; ``"torch"``: a blocked PyTorch path with
-            O(seqlen * (window + G)) memory, differentiable through autograd; ``"reference"``:
+            O(seqlen * (window + G) + GQ * seqlen) memory, differentiable through autograd; ``"reference"``:
             dense masked softmax, O(seqlen^2), for tests only.
 
     Exact mask: query ``i`` attends key ``j`` iff ``key_padding_mask[b, j]`` and
     ``key_padding_mask[b, i]`` (when given) and
-    ``(i - left <= j <= i + right) or i < G or j < G``. A row with no allowed key is all zeros
+    ``(i - left <= j <= i + right) or j < G or i < GQ``. A row with no allowed key is all zeros
     (never NaN).
 
     Returns:
         ``(batch, heads, seqlen, head_dim)`` in q's dtype.
 
     Raises:
-        ValueError: bad shapes, dtypes, window, num_global, mask or backend name.
+        ValueError: bad shapes, dtypes, window, num_global, num_global_queries, mask or backend name.
         TypeError: a non-tensor input.
         RuntimeError: ``backend="triton"`` on a device it cannot run on.
     """
-    _check_inputs(q, k, v, num_global, key_padding_mask, backend)
+    _check_inputs(q, k, v, num_global, key_padding_mask, backend, num_global_queries)
     n, d = q.shape[-2], q.shape[-1]
     left, right = _parse_window(window, n)
+    num_global_queries = min(num_global if num_global_queries is None else num_global_queries, n)
     num_global = min(num_global, n)
     scale = float(softmax_scale) if softmax_scale is not None else d ** -0.5
     if backend is None:
         backend = "triton" if q.is_cuda else "torch"
 
     if backend == "reference":
-        return naive_sliding_window_attention(q, k, v, (left, right), num_global, key_padding_mask, scale)
+        return naive_sliding_window_attention(q, k, v, (left, right), num_global, key_padding_mask, scale,
+                                              num_global_queries=num_global_queries)
     if backend == "torch":
-        return blocked_sliding_window_attention(q, k, v, left, right, num_global, key_padding_mask, scale)
+        return blocked_sliding_window_attention(q, k, v, left, right, num_global, key_padding_mask, scale,
+                                                num_global_queries=num_global_queries)
     _triton_ready(q.device)
     kvalid = key_padding_mask.to(torch.int8).contiguous() if key_padding_mask is not None else None
     return SlidingWindowAttentionFunction.apply(q.contiguous(), k.contiguous(), v.contiguous(),
-                                                left, right, num_global, kvalid, scale)
+                                                left, right, num_global, kvalid, scale, num_global_queries)

@@ -5,8 +5,10 @@ Queries are cut into blocks of ``block`` rows; block ``b`` reads the keys
 plus the ``G`` global keys in front. Each block group runs through PyTorch's fused
 ``scaled_dot_product_attention`` with a boolean mask of shape ``(blocks, block, G + span)``,
 so memory is O(N * (window + G)) (the mask, in bytes) instead of N^2, and no score matrix is
-materialised by the fused kernel. Global query rows (``i < G``) are a separate dense pass
-over all keys: O(G * N).
+materialised by the fused kernel. Every row goes through this band pass, key-only global rows
+(``GQ <= i < G``) included: they see exactly the global keys and their band. Only the full
+query rows (``i < GQ``, ``GQ`` = num_global_queries) are a separate dense pass over all keys:
+O(GQ * N).
 
 Rows with no allowed key get one extra "sink" key (k = 0, v = 0) that only they may attend:
 their output is exactly zero and their gradients stay finite.
@@ -56,10 +58,13 @@ def blocked_sliding_window_attention(
     key_padding_mask: Optional[torch.Tensor],
     softmax_scale: float,
     block: Optional[int] = None,
+    num_global_queries: Optional[int] = None,
 ) -> torch.Tensor:
-    """q, k, v: (B, H, N, D) with left, right already clamped to [0, N-1]. Returns (B, H, N, D)."""
+    """q, k, v: (B, H, N, D) with left, right already clamped to [0, N-1]; query ``i`` sees every
+    key when ``i < num_global_queries`` (None: ``num_global``). Returns (B, H, N, D)."""
     bsz, heads, n, d = q.shape
     G = num_global
+    GQ = min(G if num_global_queries is None else num_global_queries, n)
     blk = block or _pick_block(left, right, n)
     nb = -(-n // blk)
     n_pad = nb * blk
@@ -98,14 +103,14 @@ def blocked_sliding_window_attention(
         outs.append(_attend(q_blocks[:, :, b0:b1], ks, vs, allowed, softmax_scale))
     out = torch.cat(outs, dim=2).reshape(bsz, heads, n_pad, d)[:, :, :n]
 
-    if G > 0:
-        # global query rows: dense over all keys
+    if GQ > 0:
+        # full query rows: dense over all keys
         g_allowed = torch.ones(1, 1, 1, n, dtype=torch.bool, device=q.device)
         if key_padding_mask is not None:
             g_allowed = key_padding_mask[:, None, None, :]
-        g_out = _attend(q[:, :, None, :G], k[:, :, None], v[:, :, None],
-                        g_allowed[:, :, None].expand(g_allowed.shape[0], 1, 1, G, n), softmax_scale)[:, :, 0]
-        out = torch.cat([g_out, out[:, :, G:]], dim=2)
+        g_out = _attend(q[:, :, None, :GQ], k[:, :, None], v[:, :, None],
+                        g_allowed[:, :, None].expand(g_allowed.shape[0], 1, 1, GQ, n), softmax_scale)[:, :, 0]
+        out = torch.cat([g_out, out[:, :, GQ:]], dim=2)
 
     if key_padding_mask is not None:
         out = out.masked_fill(~key_padding_mask[:, None, :, None], 0.0)

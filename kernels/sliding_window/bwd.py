@@ -1,9 +1,13 @@
 """Backward Triton kernels (FlashAttention-2 style, probabilities recomputed from the saved lse).
 
 * ``_bwd_dkdv_kernel``: one program per (key block, batch*head); it loops over the query
-  blocks that see its keys (the global query rows, then its band) and accumulates dK, dV.
+  blocks that see its keys and accumulates dK, dV. A block holding global keys (start < G) is
+  seen by every query, so it visits every query block; any other key block visits only the
+  full query rows (``i < GQ``, num_global_queries) and its mirrored band, which is where the
+  key-only global rows ``[GQ, G)`` and the plain rows reach it.
 * ``_bwd_dq_kernel``: one program per (query block, batch*head); it loops over the same key
-  blocks as the forward and accumulates dQ.
+  blocks as the forward (every key for a block holding full rows, else the global key blocks
+  and the band) and accumulates dQ.
 
 Rows with no allowed key carry lse = +inf, so their probabilities are exactly 0 and need no
 mask; padded keys are masked in dQ and zeroed at the end of dK/dV.
@@ -20,7 +24,7 @@ from .utils import AUTOTUNE_KEY, BWD_DKDV_CONFIGS, BWD_DQ_CONFIGS, allowed_mask,
 
 @triton.jit
 def _dkdv_inner(dk, dv, b_k, b_v, q_base, do_base, lse_base, delta_base, offs_n, offs_d,
-                lo, hi, N, left, right, G, qk_scale,
+                lo, hi, N, left, right, G, GQ, qk_scale,
                 HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, MASKED: tl.constexpr,
                 DOT_PRECISION: tl.constexpr):
     mask_d = offs_d < HEAD_DIM
@@ -36,7 +40,7 @@ def _dkdv_inner(dk, dv, b_k, b_v, q_base, do_base, lse_base, delta_base, offs_n,
         b_delta = tl.load(delta_base + offs_m, mask=mask_m, other=0.0)           # (BM,)
         b_sT = tl.dot(b_k, tl.trans(b_q), input_precision=DOT_PRECISION) * qk_scale   # (BN, BM)
         if MASKED:
-            b_allowed = allowed_mask(offs_m[None, :], offs_n[:, None], left, right, G)
+            b_allowed = allowed_mask(offs_m[None, :], offs_n[:, None], left, right, G, GQ)
             b_sT = tl.where(b_allowed, b_sT, float("-inf"))
         b_pT = tl.math.exp2(b_sT - b_lse[None, :])                               # (BN, BM)
         dv += tl.dot(b_pT.to(b_do.dtype), b_do, input_precision=DOT_PRECISION)   # (BN, BD)
@@ -48,7 +52,7 @@ def _dkdv_inner(dk, dv, b_k, b_v, q_base, do_base, lse_base, delta_base, offs_n,
 
 @triton.autotune(configs=BWD_DKDV_CONFIGS, key=AUTOTUNE_KEY)
 @triton.jit
-def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, KVALID, qk_scale, sm_scale, N, H, left, right, G,
+def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, KVALID, qk_scale, sm_scale, N, H, left, right, G, GQ,
                      HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, HAS_PAD: tl.constexpr,
                      DOT_PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     tl.static_assert(BLOCK_D >= HEAD_DIM)
@@ -72,23 +76,25 @@ def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, KVALID, qk_scale, sm_scale
     if start_n < G:
         # the block holds global keys: every query sees them
         dk, dv = _dkdv_inner(dk, dv, b_k, b_v, q_base, do_base, lse_base, delta_base, offs_n, offs_d,
-                             0, N, N, left, right, G, qk_scale, HEAD_DIM, BLOCK_M, True, DOT_PRECISION)
+                             0, N, N, left, right, G, GQ, qk_scale, HEAD_DIM, BLOCK_M, True, DOT_PRECISION)
     else:
-        g_full = (G // BLOCK_M) * BLOCK_M                     # queries [0, g_full): all global
+        # band keys: the full query rows, then the query blocks of the mirrored band
+        q_full = (GQ // BLOCK_M) * BLOCK_M                    # queries [0, q_full): all full rows
         # query i sees key j when j - right <= i <= j + left: the band mirrored
-        a, b, c, hi = band_ranges(start_n, BLOCK_N, BLOCK_M, right, left, g_full, N)
+        a, b, c, hi = band_ranges(start_n, BLOCK_N, BLOCK_M, right, left, q_full, N)
         dk, dv = _dkdv_inner(dk, dv, b_k, b_v, q_base, do_base, lse_base, delta_base, offs_n, offs_d,
-                             0, g_full, N, left, right, G, qk_scale, HEAD_DIM, BLOCK_M, False, DOT_PRECISION)
-        if (G > g_full) & (a > g_full):
+                             0, q_full, N, left, right, G, GQ, qk_scale, HEAD_DIM, BLOCK_M, False, DOT_PRECISION)
+        # the query block straddling GQ, unless the band visits it (iff a == q_full < hi)
+        if (GQ > q_full) & ((a > q_full) | (hi <= q_full)):
             dk, dv = _dkdv_inner(dk, dv, b_k, b_v, q_base, do_base, lse_base, delta_base, offs_n, offs_d,
-                                 g_full, g_full + BLOCK_M, N, left, right, G, qk_scale,
+                                 q_full, q_full + BLOCK_M, N, left, right, G, GQ, qk_scale,
                                  HEAD_DIM, BLOCK_M, True, DOT_PRECISION)
         dk, dv = _dkdv_inner(dk, dv, b_k, b_v, q_base, do_base, lse_base, delta_base, offs_n, offs_d,
-                             a, b, N, left, right, G, qk_scale, HEAD_DIM, BLOCK_M, True, DOT_PRECISION)
+                             a, b, N, left, right, G, GQ, qk_scale, HEAD_DIM, BLOCK_M, True, DOT_PRECISION)
         dk, dv = _dkdv_inner(dk, dv, b_k, b_v, q_base, do_base, lse_base, delta_base, offs_n, offs_d,
-                             b, c, N, left, right, G, qk_scale, HEAD_DIM, BLOCK_M, False, DOT_PRECISION)
+                             b, c, N, left, right, G, GQ, qk_scale, HEAD_DIM, BLOCK_M, False, DOT_PRECISION)
         dk, dv = _dkdv_inner(dk, dv, b_k, b_v, q_base, do_base, lse_base, delta_base, offs_n, offs_d,
-                             c, hi, N, left, right, G, qk_scale, HEAD_DIM, BLOCK_M, True, DOT_PRECISION)
+                             c, hi, N, left, right, G, GQ, qk_scale, HEAD_DIM, BLOCK_M, True, DOT_PRECISION)
 
     if HAS_PAD:
         b_kvalid = tl.load(KVALID + (pid_bh // H).to(tl.int64) * N + offs_n, mask=mask_n, other=0)
@@ -101,7 +107,7 @@ def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, KVALID, qk_scale, sm_scale
 
 @triton.jit
 def _dq_inner(dq, b_q, b_do, b_lse, b_delta, k_base, v_base, kvalid_base, offs_m, offs_d,
-              lo, hi, N, left, right, G, qk_scale,
+              lo, hi, N, left, right, G, GQ, qk_scale,
               HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr,
               HAS_PAD: tl.constexpr, DOT_PRECISION: tl.constexpr):
     mask_d = offs_d < HEAD_DIM
@@ -115,7 +121,7 @@ def _dq_inner(dq, b_q, b_do, b_lse, b_delta, k_base, v_base, kvalid_base, offs_m
                        mask=mask_n[None, :] & mask_d[:, None], other=0.0)        # (BD, BN)
         b_s = tl.dot(b_q, b_kT, input_precision=DOT_PRECISION) * qk_scale         # (BM, BN)
         if MASKED:
-            b_allowed = allowed_mask(offs_m[:, None], offs_n[None, :], left, right, G) & mask_n[None, :]
+            b_allowed = allowed_mask(offs_m[:, None], offs_n[None, :], left, right, G, GQ) & mask_n[None, :]
             b_s = tl.where(b_allowed, b_s, float("-inf"))
         if HAS_PAD:
             b_kvalid = tl.load(kvalid_base + offs_n, mask=mask_n, other=0)
@@ -129,7 +135,7 @@ def _dq_inner(dq, b_q, b_do, b_lse, b_delta, k_base, v_base, kvalid_base, offs_m
 
 @triton.autotune(configs=BWD_DQ_CONFIGS, key=AUTOTUNE_KEY)
 @triton.jit
-def _bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, KVALID, qk_scale, sm_scale, N, H, left, right, G,
+def _bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, KVALID, qk_scale, sm_scale, N, H, left, right, G, GQ,
                    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, HAS_PAD: tl.constexpr,
                    DOT_PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     tl.static_assert(BLOCK_D >= HEAD_DIM)
@@ -151,31 +157,36 @@ def _bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, KVALID, qk_scale, sm_scale, N, H
     b_delta = tl.load(DELTA + pid_bh.to(tl.int64) * N + offs_m, mask=mask_m, other=0.0)
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
 
-    if start_m < G:
+    if start_m < GQ:
+        # the block holds full query rows: every key
         dq = _dq_inner(dq, b_q, b_do, b_lse, b_delta, k_base, v_base, kvalid_base, offs_m, offs_d,
-                       0, N, N, left, right, G, qk_scale, HEAD_DIM, BLOCK_N, True, HAS_PAD, DOT_PRECISION)
+                       0, N, N, left, right, G, GQ, qk_scale, HEAD_DIM, BLOCK_N, True, HAS_PAD, DOT_PRECISION)
     else:
+        # band rows (key-only global rows too): the same key blocks as the forward
         g_full = (G // BLOCK_N) * BLOCK_N
         a, b, c, hi = band_ranges(start_m, BLOCK_M, BLOCK_N, left, right, g_full, N)
         dq = _dq_inner(dq, b_q, b_do, b_lse, b_delta, k_base, v_base, kvalid_base, offs_m, offs_d,
-                       0, g_full, N, left, right, G, qk_scale, HEAD_DIM, BLOCK_N, False, HAS_PAD, DOT_PRECISION)
-        if (G > g_full) & (a > g_full):
+                       0, g_full, N, left, right, G, GQ, qk_scale, HEAD_DIM, BLOCK_N, False, HAS_PAD, DOT_PRECISION)
+        if (G > g_full) & ((a > g_full) | (hi <= g_full)):
             dq = _dq_inner(dq, b_q, b_do, b_lse, b_delta, k_base, v_base, kvalid_base, offs_m, offs_d,
-                           g_full, g_full + BLOCK_N, N, left, right, G, qk_scale,
+                           g_full, g_full + BLOCK_N, N, left, right, G, GQ, qk_scale,
                            HEAD_DIM, BLOCK_N, True, HAS_PAD, DOT_PRECISION)
         dq = _dq_inner(dq, b_q, b_do, b_lse, b_delta, k_base, v_base, kvalid_base, offs_m, offs_d,
-                       a, b, N, left, right, G, qk_scale, HEAD_DIM, BLOCK_N, True, HAS_PAD, DOT_PRECISION)
+                       a, b, N, left, right, G, GQ, qk_scale, HEAD_DIM, BLOCK_N, True, HAS_PAD, DOT_PRECISION)
         dq = _dq_inner(dq, b_q, b_do, b_lse, b_delta, k_base, v_base, kvalid_base, offs_m, offs_d,
-                       b, c, N, left, right, G, qk_scale, HEAD_DIM, BLOCK_N, False, HAS_PAD, DOT_PRECISION)
+                       b, c, N, left, right, G, GQ, qk_scale, HEAD_DIM, BLOCK_N, False, HAS_PAD, DOT_PRECISION)
         dq = _dq_inner(dq, b_q, b_do, b_lse, b_delta, k_base, v_base, kvalid_base, offs_m, offs_d,
-                       c, hi, N, left, right, G, qk_scale, HEAD_DIM, BLOCK_N, True, HAS_PAD, DOT_PRECISION)
+                       c, hi, N, left, right, G, GQ, qk_scale, HEAD_DIM, BLOCK_N, True, HAS_PAD, DOT_PRECISION)
 
     dq = dq * sm_scale
     tl.store(DQ + off_bh + offs_m[:, None] * HEAD_DIM + offs_d[None, :], dq.to(DQ.dtype.element_ty), mask=mask_qd)
 
 
-def attention_bwd(do, q, k, v, out, lse, left, right, num_global, kvalid, softmax_scale):
-    """All tensors contiguous (B, H, N, D); lse (B, H, N) in log2 units. Returns dq, dk, dv."""
+def attention_bwd(do, q, k, v, out, lse, left, right, num_global, kvalid, softmax_scale, num_global_queries=None):
+    """All tensors contiguous (B, H, N, D); lse (B, H, N) in log2 units; num_global_queries in
+    [0, num_global] (None: num_global). Returns dq, dk, dv."""
+    if num_global_queries is None:
+        num_global_queries = num_global
     bsz, heads, n, d = q.shape
     delta = (out.float() * do.float()).sum(-1)                                   # (B, H, N)
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
@@ -186,8 +197,8 @@ def attention_bwd(do, q, k, v, out, lse, left, right, num_global, kvalid, softma
                   DOT_PRECISION=dot_precision(q.dtype))
     grid_kv = lambda meta: (triton.cdiv(n, meta["BLOCK_N"]), bsz * heads)  # noqa: E731
     _bwd_dkdv_kernel[grid_kv](q, k, v, do, lse, delta, dk, dv, kvalid_arg, softmax_scale * log2e,
-                              softmax_scale, n, heads, left, right, num_global, **common)
+                              softmax_scale, n, heads, left, right, num_global, num_global_queries, **common)
     grid_q = lambda meta: (triton.cdiv(n, meta["BLOCK_M"]), bsz * heads)  # noqa: E731
     _bwd_dq_kernel[grid_q](q, k, v, do, lse, delta, dq, kvalid_arg, softmax_scale * log2e,
-                           softmax_scale, n, heads, left, right, num_global, **common)
+                           softmax_scale, n, heads, left, right, num_global, num_global_queries, **common)
     return dq, dk, dv

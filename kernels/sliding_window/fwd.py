@@ -1,8 +1,11 @@
 """Forward Triton kernel: one program per (query block, batch*head).
 
-A query block visits only: the key blocks wholly made of global keys (unmasked), the block
-that straddles the global boundary (masked), and its band, split into masked edge blocks and
-unmasked interior blocks. A block that holds global query rows visits every key (masked).
+Keys ``j < G`` are global (every query sees them); query rows ``i < GQ`` (``GQ <= G``,
+num_global_queries) are full rows that see every key. A query block starting at or past
+``GQ``, key-only global rows ``[GQ, G)`` included, visits only: the key blocks wholly made of
+global keys (unmasked), the block that straddles ``G`` unless its band already covers it
+(masked), and its band, split into masked edge blocks and unmasked interior blocks. Only a
+block that holds full rows (start < GQ) visits every key (masked).
 Softmax is online in base 2; the log2-sum-exp of each row is saved for the backward.
 """
 from __future__ import annotations
@@ -31,7 +34,7 @@ def online_softmax_step(acc, l_i, m_i, b_s, b_v, DOT_PRECISION: tl.constexpr):
 
 @triton.jit
 def _fwd_inner(acc, l_i, m_i, q, k_base, v_base, kvalid_base, offs_m, offs_d,
-               lo, hi, N, left, right, G, qk_scale,
+               lo, hi, N, left, right, G, GQ, qk_scale,
                HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr,
                HAS_PAD: tl.constexpr, DOT_PRECISION: tl.constexpr):
     mask_d = offs_d < HEAD_DIM
@@ -43,7 +46,7 @@ def _fwd_inner(acc, l_i, m_i, q, k_base, v_base, kvalid_base, offs_m, offs_d,
                        mask=mask_n[None, :] & mask_d[:, None], other=0.0)        # (BD, BN)
         b_qk = tl.dot(q, b_kT, input_precision=DOT_PRECISION) * qk_scale          # (BM, BN) log2 units
         if MASKED:
-            b_allowed = allowed_mask(offs_m[:, None], offs_n[None, :], left, right, G) & mask_n[None, :]
+            b_allowed = allowed_mask(offs_m[:, None], offs_n[None, :], left, right, G, GQ) & mask_n[None, :]
             b_qk = tl.where(b_allowed, b_qk, float("-inf"))
         if HAS_PAD:
             b_kvalid = tl.load(kvalid_base + offs_n, mask=mask_n, other=0)       # (BN,)
@@ -56,7 +59,7 @@ def _fwd_inner(acc, l_i, m_i, q, k_base, v_base, kvalid_base, offs_m, offs_d,
 
 @triton.autotune(configs=FWD_CONFIGS, key=AUTOTUNE_KEY)
 @triton.jit
-def _fwd_kernel(Q, K, V, O, LSE, KVALID, qk_scale, N, H, left, right, G,
+def _fwd_kernel(Q, K, V, O, LSE, KVALID, qk_scale, N, H, left, right, G, GQ,
                 HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, HAS_PAD: tl.constexpr,
                 DOT_PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     tl.static_assert(BLOCK_D >= HEAD_DIM)
@@ -80,29 +83,32 @@ def _fwd_kernel(Q, K, V, O, LSE, KVALID, qk_scale, N, H, left, right, G,
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
 
-    if start_m < G:
-        # the block holds global query rows: they see every key
+    if start_m < GQ:
+        # the block holds full query rows: they see every key
         acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, k_base, v_base, kvalid_base, offs_m, offs_d,
-                                   0, N, N, left, right, G, qk_scale,
+                                   0, N, N, left, right, G, GQ, qk_scale,
                                    HEAD_DIM, BLOCK_N, True, HAS_PAD, DOT_PRECISION)
     else:
+        # band rows (key-only global rows too): the global key blocks, then the band
         g_full = (G // BLOCK_N) * BLOCK_N                     # keys [0, g_full): all global
         a, b, c, hi = band_ranges(start_m, BLOCK_M, BLOCK_N, left, right, g_full, N)
         acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, k_base, v_base, kvalid_base, offs_m, offs_d,
-                                   0, g_full, N, left, right, G, qk_scale,
+                                   0, g_full, N, left, right, G, GQ, qk_scale,
                                    HEAD_DIM, BLOCK_N, False, HAS_PAD, DOT_PRECISION)
-        if (G > g_full) & (a > g_full):                       # block straddling G, below the band
+        # the block straddling G, unless the band visits it (iff a == g_full < hi); a band that
+        # ends below g_full (rows inside the global span) is already covered, its ranges are empty
+        if (G > g_full) & ((a > g_full) | (hi <= g_full)):
             acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, k_base, v_base, kvalid_base, offs_m, offs_d,
-                                       g_full, g_full + BLOCK_N, N, left, right, G, qk_scale,
+                                       g_full, g_full + BLOCK_N, N, left, right, G, GQ, qk_scale,
                                        HEAD_DIM, BLOCK_N, True, HAS_PAD, DOT_PRECISION)
         acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, k_base, v_base, kvalid_base, offs_m, offs_d,
-                                   a, b, N, left, right, G, qk_scale,
+                                   a, b, N, left, right, G, GQ, qk_scale,
                                    HEAD_DIM, BLOCK_N, True, HAS_PAD, DOT_PRECISION)
         acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, k_base, v_base, kvalid_base, offs_m, offs_d,
-                                   b, c, N, left, right, G, qk_scale,
+                                   b, c, N, left, right, G, GQ, qk_scale,
                                    HEAD_DIM, BLOCK_N, False, HAS_PAD, DOT_PRECISION)
         acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, k_base, v_base, kvalid_base, offs_m, offs_d,
-                                   c, hi, N, left, right, G, qk_scale,
+                                   c, hi, N, left, right, G, GQ, qk_scale,
                                    HEAD_DIM, BLOCK_N, True, HAS_PAD, DOT_PRECISION)
 
     # epilogue: rows with no allowed key (and padded query rows) give zeros and lse = +inf,
@@ -125,9 +131,12 @@ def dot_precision(dtype: torch.dtype) -> str:
     return "ieee" if dtype == torch.float32 else "tf32"
 
 
-def attention_fwd(q, k, v, left, right, num_global, kvalid, softmax_scale):
-    """q, k, v: contiguous (B, H, N, D); kvalid: (B, N) int8 or None.
-    Returns out (B, H, N, D) in q's dtype and lse (B, H, N) fp32 in log2 units."""
+def attention_fwd(q, k, v, left, right, num_global, kvalid, softmax_scale, num_global_queries=None):
+    """q, k, v: contiguous (B, H, N, D); kvalid: (B, N) int8 or None; num_global_queries in
+    [0, num_global] (None: num_global). Returns out (B, H, N, D) in q's dtype and lse (B, H, N)
+    fp32 in log2 units."""
+    if num_global_queries is None:
+        num_global_queries = num_global
     bsz, heads, n, d = q.shape
     out = torch.empty_like(q)
     lse = torch.empty((bsz, heads, n), device=q.device, dtype=torch.float32)
@@ -137,6 +146,7 @@ def attention_fwd(q, k, v, left, right, num_global, kvalid, softmax_scale):
     grid = lambda meta: (triton.cdiv(n, meta["BLOCK_M"]), bsz * heads)  # noqa: E731
     _fwd_kernel[grid](
         q, k, v, out, lse, kvalid_arg, softmax_scale * log2e, n, heads, left, right, num_global,
+        num_global_queries,
         HEAD_DIM=d, BLOCK_D=max(16, triton.next_power_of_2(d)), HAS_PAD=has_pad,
         DOT_PRECISION=dot_precision(q.dtype),
     )

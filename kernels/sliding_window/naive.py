@@ -17,16 +17,20 @@ def attention_mask(
     num_global: int,
     key_padding_mask: Optional[torch.Tensor] = None,
     device=None,
+    *,
+    num_global_queries: Optional[int] = None,
 ) -> torch.Tensor:
     """Boolean mask of allowed (query, key) pairs, True = attend.
 
     Returns ``(seqlen, seqlen)`` without padding, ``(batch, 1, seqlen, seqlen)`` with it.
     query ``i`` attends key ``j`` iff the key is real, the query is real, and
-    ``i - left <= j <= i + right`` or ``i < num_global`` or ``j < num_global``.
+    ``i - left <= j <= i + right`` or ``j < num_global`` or ``i < num_global_queries``
+    (``num_global_queries`` defaults to ``num_global``).
     """
+    gq = num_global if num_global_queries is None else num_global_queries
     i = torch.arange(seqlen, device=device)[:, None]
     j = torch.arange(seqlen, device=device)[None, :]
-    allowed = ((j >= i - left) & (j <= i + right)) | (i < num_global) | (j < num_global)
+    allowed = ((j >= i - left) & (j <= i + right)) | (j < num_global) | (i < gq)
     if key_padding_mask is None:
         return allowed
     valid = key_padding_mask.to(device=allowed.device, dtype=torch.bool)  # (B, N)
@@ -42,9 +46,12 @@ def naive_sliding_window_attention(
     key_padding_mask: Optional[torch.Tensor] = None,
     softmax_scale: Optional[float] = None,
     upcast: bool = True,
+    *,
+    num_global_queries: Optional[int] = None,
 ) -> torch.Tensor:
     """Dense masked softmax attention. q, k, v: (B, H, N, D). Returns (B, H, N, D) in q's dtype.
 
+    The mask is :func:`attention_mask` (``num_global_queries=None`` means ``num_global``).
     ``upcast=True`` computes in fp32 (the reference); ``upcast=False`` computes in the input
     dtype (the same-dtype PyTorch baseline that kernel tolerances are measured against).
     Rows with no allowed key (padded queries included) are zeros.
@@ -54,7 +61,8 @@ def naive_sliding_window_attention(
     scale = softmax_scale if softmax_scale is not None else d ** -0.5
     dtype = torch.float32 if upcast else q.dtype
     qc, kc, vc = q.to(dtype), k.to(dtype), v.to(dtype)
-    allowed = attention_mask(n, left, right, num_global, key_padding_mask, device=q.device)
+    allowed = attention_mask(n, left, right, num_global, key_padding_mask, device=q.device,
+                             num_global_queries=num_global_queries)
     scores = torch.matmul(qc, kc.transpose(-1, -2)) * scale            # (B, H, N, N)
     scores = scores.masked_fill(~allowed, float("-inf"))
     row_max = scores.amax(dim=-1, keepdim=True)

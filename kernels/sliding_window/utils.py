@@ -33,11 +33,12 @@ AUTOTUNE_KEY = ["HEAD_DIM", "HAS_PAD"]
 
 
 @triton.jit
-def allowed_mask(offs_q, offs_k, left, right, G):
+def allowed_mask(offs_q, offs_k, left, right, G, GQ):
     """True where query offs_q may attend key offs_k (broadcast shapes): inside the band
-    ``q - left <= k <= q + right``, or either side is one of the first G (global) positions."""
+    ``q - left <= k <= q + right``, or the key is one of the first G (global) positions, or the
+    query is one of the first GQ <= G (full) rows."""
     in_band = (offs_k >= offs_q - left) & (offs_k <= offs_q + right)
-    return in_band | (offs_q < G) | (offs_k < G)
+    return in_band | (offs_k < G) | (offs_q < GQ)
 
 
 @triton.jit
