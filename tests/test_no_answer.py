@@ -118,3 +118,15 @@ def test_null_logits_are_the_question_cls_position(tiny_dir):
     torch.testing.assert_close(null, torch.stack([out.start_logits[0, 0], out.end_logits[0, 0]]).float(),
                                rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(start, out.start_logits[0, q.input_ids.shape[1]:], rtol=1e-4, atol=1e-5)
+
+
+def test_expected_calibration_error_by_hand():
+    from longread.training.fit_no_answer import ece
+
+    conf = np.array([0.05, 0.15, 0.95, 0.92, 0.55])
+    right = np.array([False, True, True, False, True])
+    err, table = ece(conf, right, bins=10)
+    # bins: [0,.1): 0.05 vs 0; [.1,.2): 0.15 vs 1; [.5,.6): 0.55 vs 1; [.9,1]: 0.935 vs 0.5
+    by_hand = (abs(0.05 - 0) + abs(0.15 - 1) + abs(0.55 - 1) + 2 * abs(0.935 - 0.5)) / 5
+    assert math.isclose(err, by_hand, rel_tol=1e-9)
+    assert [n for _, _, n in table] == [1, 1, 1, 2]
