@@ -163,9 +163,10 @@ class Timer:
 
 
 # ----------------------------------------------------------------------------- data
-def load_squad(path) -> List[dict]:
+def load_squad(path, unanswerable: bool = False) -> List[dict]:
     """SQuAD JSON -> list of documents ``{title, context, qas: [{id, question, answers}]}``
-    (one per paragraph; COVID-QA has one paragraph = one whole article)."""
+    (one per paragraph; COVID-QA has one paragraph = one whole article). ``unanswerable``: keep
+    questions without an answer too (``answers == []``)."""
     with open(path, encoding="utf-8") as f:
         data = json.load(f)
     docs = []
@@ -174,7 +175,9 @@ def load_squad(path) -> List[dict]:
             qas = []
             for qa in para["qas"]:
                 golds = [ans["text"] for ans in qa.get("answers", []) if ans.get("text", "").strip()]
-                if not golds or qa.get("is_impossible"):
+                if qa.get("is_impossible"):
+                    golds = []
+                if not golds and not unanswerable:
                     continue
                 qas.append({"id": str(qa.get("id", f"{a}-{p}-{len(qas)}")), "question": qa["question"],
                             "answers": golds})

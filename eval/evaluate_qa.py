@@ -1,6 +1,10 @@
 """EM / F1 of a longread reader on long documents.
 
 (a) COVID-QA dev: every question asked of its WHOLE article (no retrieval, no truncation).
+(c) ``--sets squad,squad2,cuad``: SQuAD v1.1 dev paragraphs (also reported on the articles no
+    training saw), the reported third of SQuAD 2.0 dev (answerable and unanswerable: abstaining
+    is right only on an unanswerable question), and whole held-out CUAD contracts (CUAD's AUPR
+    and precision at 80% recall over the answers and alternatives, with a longer span limit).
 (b) XQuAD-en in a haystack: each question's paragraph is put at a random depth among real
     Wikipedia lead sections (other articles than the paragraph's own) until the document reaches
     a target length in tokens; besides EM/F1 it reports how often the predicted span lies inside
@@ -54,14 +58,23 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help="XQuAD questions per haystack length (default 100; whole paragraphs are drawn, "
                         "so consecutive questions share a document)")
     p.add_argument("--limit", type=int, default=None, help="at most this many questions per set")
-    p.add_argument("--sets", default="covidqa,haystack", help="which sets to run: covidqa, haystack")
+    p.add_argument("--sets", default="covidqa,haystack",
+                   help="which sets to run: covidqa, haystack, squad (SQuAD v1.1 dev paragraphs), squad2 (the "
+                        "reported third of SQuAD 2.0 dev, answerable and unanswerable), cuad (held-out CUAD "
+                        "contracts, whole)")
+    p.add_argument("--squad", default=str(DATA_DIR / "squad" / "dev-v1.1.json"))
+    p.add_argument("--squad2", default=str(DATA_DIR / "squad" / "dev-v2.0.json"))
+    p.add_argument("--cuad", default=str(DATA_DIR / "cuad" / "train.json"),
+                   help="CUAD file; its contracts held out of training (longread.training.corpora) are asked")
+    p.add_argument("--cuad-answer-tokens", type=int, default=160, help="longest clause answer, in tokens")
     p.add_argument("--quick", action="store_true",
                    help=f"{QUICK_COVID_QUESTIONS} COVID-QA questions from the {QUICK_COVID_ARTICLES} shortest "
                         f"articles + {QUICK_HAYSTACK_QUESTIONS} haystack questions at 4096 tokens")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--xquad-questions", choices=("heldout", "all"), default="heldout",
-                   help="heldout (default): only XQuAD articles the training script holds out (its --seed 0 "
-                        "split, which needs --covidqa-train), never trained on; all: every XQuAD question")
+    p.add_argument("--xquad-questions", choices=("heldout", "unseen", "all"), default="heldout",
+                   help="heldout (default): only XQuAD articles train.py holds out (its --seed 0 split, which "
+                        "needs --covidqa-train); unseen: XQuAD articles outside the SQuAD 2.0 third that "
+                        "longread.training.campaign trains on (it never trains on XQuAD); all: every question")
     p.add_argument("--covidqa-train", default=str(DATA_DIR / "covidqa" / "train.json"),
                    help="COVID-QA train file (the training split draws its held-out articles first)")
     p.add_argument("--device", default=None, help="cpu / cuda (default: cuda if available)")
@@ -78,7 +91,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     if args.haystack_questions is None:
         args.haystack_questions = QUICK_HAYSTACK_QUESTIONS if args.quick else 100
     args.sets = [s.strip() for s in args.sets.split(",") if s.strip()]
-    unknown = set(args.sets) - {"covidqa", "haystack"}
+    unknown = set(args.sets) - {"covidqa", "haystack", "squad", "squad2", "cuad"}
     if unknown:
         p.error(f"unknown --sets {sorted(unknown)}")
     return args
@@ -93,10 +106,16 @@ def ask_all(reader, jobs: List[dict], desc: str, records: List[dict]) -> None:
         for job in jobs:
             for i, qa in enumerate(job["qas"]):
                 t0 = time.perf_counter()
-                ans = reader.answer(job["text"], question=qa["question"])
+                ans = reader.answer(job["text"], question=qa["question"], **job.get("options", {}))
                 seconds = time.perf_counter() - t0
-                em, f1 = text_em_f1(ans.text, qa["answers"])
-                rec = {"id": qa["id"], "question": qa["question"], "prediction": ans.text,
+                prediction = "" if ans.no_answer else ans.text
+                if qa["answers"]:
+                    em, f1 = text_em_f1(prediction, qa["answers"]) if prediction else (0.0, 0.0)
+                else:                                        # unanswerable: right only when abstaining
+                    em = f1 = float(not prediction)
+                rec = {"id": qa["id"], "question": qa["question"], "prediction": prediction,
+                       "best_guess": ans.text, "no_answer_score": ans.no_answer_score,
+                       "candidates": [(a.text, a.score) for a in [ans] + ans.alternatives],
                        "answers": qa["answers"], "em": em, "f1": f1, "score": ans.score,
                        "seconds": seconds, "first_on_document": i == 0,
                        "doc_tokens": reader.prepare(job["text"]).num_tokens, "document": job["name"]}
@@ -115,11 +134,14 @@ def summarize(records: List[dict]) -> dict:
         return {"n": 0}
     secs = np.array([r["seconds"] for r in records])
     first = np.array([r["first_on_document"] for r in records])
+    f1s = np.array([r["f1"] for r in records])
     out = {
         "n": len(records),
         "documents": len({r["document"] for r in records}),
         "em": 100.0 * float(np.mean([r["em"] for r in records])),
-        "f1": 100.0 * float(np.mean([r["f1"] for r in records])),
+        "f1": 100.0 * float(f1s.mean()),
+        "f1_95ci": bootstrap_ci(f1s),
+        "abstained_pct": 100.0 * float(np.mean([not r["prediction"] for r in records])),
         "mean_s_per_question": float(secs.mean()),
         "mean_s_first_question": float(secs[first].mean()) if first.any() else None,
         "mean_s_further_question": float(secs[~first].mean()) if (~first).any() else None,
@@ -128,7 +150,102 @@ def summarize(records: List[dict]) -> dict:
     }
     if "right_paragraph" in records[0]:
         out["right_paragraph_rate"] = 100.0 * float(np.mean([r["right_paragraph"] for r in records]))
+    has = [r for r in records if r["answers"]]
+    if len(has) < len(records):
+        out["has_answer_f1"] = 100.0 * float(np.mean([r["f1"] for r in has])) if has else None
+        out["no_answer_accuracy"] = 100.0 * float(np.mean([r["f1"] for r in records if not r["answers"]]))
     return out
+
+
+def bootstrap_ci(values: np.ndarray, resamples: int = 2000, seed: int = 0) -> List[float]:
+    """95% percentile-bootstrap interval of the mean (x100), over questions."""
+    if len(values) < 2:
+        return [None, None]
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), (resamples, len(values)))].mean(axis=1)
+    return [100.0 * float(np.percentile(means, 2.5)), 100.0 * float(np.percentile(means, 97.5))]
+
+
+# ----------------------------------------------------------------------------- SQuAD, SQuAD 2.0, CUAD
+def squad2_training_articles(squad2_path) -> set:
+    """Titles of the SQuAD 2.0 dev articles whose unanswerable questions the campaign trains on."""
+    from longread.training.corpora import read_squad_json, squad2_parts
+
+    return squad2_parts(read_squad_json(squad2_path))["train"]
+
+
+def paragraph_jobs(docs: List[dict], name: str, limit: Optional[int], seed: int) -> List[dict]:
+    order = np.random.default_rng(seed).permutation(len(docs))
+    jobs, left = [], limit
+    for i in order:
+        d = docs[int(i)]
+        qas = d["qas"] if left is None else d["qas"][:left]
+        if not qas:
+            continue
+        jobs.append({"name": f"{name}:{d['title']}.{d['paragraph']}", "text": d["context"], "qas": qas,
+                     "title": d["title"]})
+        if left is not None:
+            left -= len(qas)
+            if left <= 0:
+                break
+    return jobs
+
+
+def cuad_jobs(path, limit: Optional[int], answer_tokens: int) -> List[dict]:
+    """Whole contracts held out of training, every clause question of each (answers: all its clauses)."""
+    from longread.training.corpora import HELD, split_by_article
+
+    docs = load_squad(path, unanswerable=True)
+    titles = {d["title"] for d in docs}
+    from longread.training.data import QARecord
+
+    _, held = split_by_article([QARecord(t, "", "", "", -1, t) for t in sorted(titles)], HELD["cuad"])
+    held_titles = {r.article for r in held}
+    jobs, left = [], limit
+    for d in docs:
+        if d["title"] not in held_titles:
+            continue
+        qas = d["qas"] if left is None else d["qas"][:left]
+        if not qas:
+            continue
+        jobs.append({"name": f"cuad:{d['title']}", "text": d["context"], "qas": qas,
+                     "options": {"max_answer_tokens": answer_tokens, "top_k": 5, "allow_no_answer": False}})
+        if left is not None:
+            left -= len(qas)
+            if left <= 0:
+                break
+    return jobs
+
+
+def jaccard(a: str, b: str) -> float:
+    from longread.metrics import normalize_answer
+
+    x, y = set(normalize_answer(a).split()), set(normalize_answer(b).split())
+    return len(x & y) / len(x | y) if x | y else 1.0
+
+
+def cuad_metrics(records: List[dict]) -> dict:
+    """CUAD's metrics: predicted clauses (each answer and its alternatives, with their scores) kept
+    above a confidence threshold; a prediction is right when its word Jaccard with a gold clause
+    is at least 0.5. Precision/recall swept over the threshold: AUPR and precision at 80% recall."""
+    preds = [(score, text, k) for k, r in enumerate(records) for text, score in r["candidates"]]
+    golds = sum(len(r["answers"]) for r in records)
+    if not preds or not golds:
+        return {"aupr": None, "precision_at_80_recall": None}
+    preds.sort(key=lambda p: -p[0])
+    matched, tp, curve = set(), 0, []
+    for n, (score, text, k) in enumerate(preds, 1):
+        hit = [g for g, gold in enumerate(records[k]["answers"]) if jaccard(text, gold) >= 0.5]
+        if hit:
+            tp += 1
+            matched.update((k, g) for g in hit)
+        curve.append((len(matched) / golds, tp / n))
+    recall = np.array([c[0] for c in curve])
+    precision = np.maximum.accumulate(np.array([c[1] for c in curve])[::-1])[::-1]     # interpolated
+    aupr = float(np.sum(np.diff(np.concatenate([[0.0], recall])) * precision))
+    at80 = precision[recall >= 0.8]
+    return {"aupr": 100 * aupr, "precision_at_80_recall": 100 * float(at80.max()) if len(at80) else 0.0,
+            "max_recall": 100 * float(recall.max())}
 
 
 # ----------------------------------------------------------------------------- COVID-QA
@@ -257,11 +374,16 @@ def haystack_jobs(paragraphs: List[dict], pool: FillerPool, tokenizer, target: i
 def render_markdown(result: dict) -> str:
     env, rows = result["environment"], []
     for name, s in result["sets"].items():
+        ci = s.get("f1_95ci") or [None, None]
+        interval = f"{ci[0]:.1f}–{ci[1]:.1f}" if ci[0] is not None else None
         rows.append([name, s.get("n"), s.get("documents"), s.get("mean_doc_tokens"), s.get("em"), s.get("f1"),
-                     s.get("right_paragraph_rate"), s.get("mean_s_per_question"), s.get("mean_s_first_question"),
+                     interval, s.get("abstained_pct"), s.get("right_paragraph_rate"), s.get("mean_s_first_question"),
                      s.get("mean_s_further_question")])
-    table = markdown_table(["set", "questions", "docs", "mean doc tokens", "EM", "F1", "right paragraph %",
-                            "mean s/question", "mean s first", "mean s further"], rows)
+    table = markdown_table(["set", "questions", "docs", "mean doc tokens", "EM", "F1", "F1 95% CI", "abstained %",
+                            "right paragraph %", "mean s first", "mean s further"], rows)
+    keys = ("has_answer_f1", "no_answer_accuracy", "aupr", "precision_at_80_recall", "max_recall")
+    extra = [f"- {name}: " + ", ".join(f"{k} {s[k]:.1f}" for k in keys if s.get(k) is not None)
+             for name, s in result["sets"].items() if any(s.get(k) is not None for k in ("has_answer_f1", "aupr"))]
     m = result["model"]
     return "\n".join([
         "# longread QA evaluation", "",
@@ -269,8 +391,9 @@ def render_markdown(result: dict) -> str:
         f"window={tuple(m['encoder']['attention_window'])})",
         f"- device: {env['device_name']} ({env['device']}, {env['torch_threads']} torch threads), "
         f"torch {env['torch_version']}, {env['date']}",
-        f"- command: `{env['command']}`", "", table, "",
-        "EM/F1: SQuAD normalisation, best over gold answers. 'first' = first question on a document "
+        f"- command: `{env['command']}`", "", table, "", *extra, "",
+        "EM/F1: SQuAD normalisation, best over gold answers; an unanswerable question scores 1 when the reader "
+        "abstains, an answerable one 0; 95% CI: bootstrap over questions. 'first' = first question on a document "
         "(tokenize + encode + read); 'further' = later questions on the same (cached) document.",
         "Haystack: XQuAD-en paragraph at a random depth among other Wikipedia lead sections; "
         "'right paragraph' = predicted span inside the inserted paragraph.",
@@ -295,9 +418,37 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         result["sets"]["covidqa"] = summarize(records)
         predictions["covidqa"] = records
 
+    if "squad" in args.sets:
+        seen = squad2_training_articles(args.squad2)
+        records = []
+        ask_all(reader, paragraph_jobs(load_squad(args.squad), "squad", args.limit, args.seed), "SQuAD dev", records)
+        result["sets"]["squad_dev"] = summarize(records)
+        unseen = [r for r in records if r["document"].split(":", 1)[1].rsplit(".", 1)[0] not in seen]
+        result["sets"]["squad_dev_unseen_articles"] = summarize(unseen)
+        predictions["squad_dev"] = records
+
+    if "squad2" in args.sets:
+        from longread.training.corpora import read_squad_json, squad2_parts
+
+        test = squad2_parts(read_squad_json(args.squad2))["test"]
+        docs = [d for d in load_squad(args.squad2, unanswerable=True) if d["title"] in test]
+        records = []
+        ask_all(reader, paragraph_jobs(docs, "squad2", args.limit, args.seed), "SQuAD 2.0 test part", records)
+        result["sets"]["squad2_test_part"] = summarize(records)
+        predictions["squad2_test_part"] = records
+
+    if "cuad" in args.sets:
+        records = []
+        ask_all(reader, cuad_jobs(args.cuad, args.limit, args.cuad_answer_tokens), "CUAD held-out", records)
+        result["sets"]["cuad_heldout"] = {**summarize(records), **cuad_metrics(records)}
+        predictions["cuad_heldout"] = records
+
     if "haystack" in args.sets and args.haystack_tokens:
         n = args.haystack_questions if args.limit is None else min(args.haystack_questions, args.limit)
         keep = heldout_question_ids(args.covidqa_train, args.xquad) if args.xquad_questions == "heldout" else None
+        if args.xquad_questions == "unseen":
+            seen = squad2_training_articles(args.squad2)
+            keep = {qa["id"] for d in load_squad(args.xquad) if d["title"] not in seen for qa in d["qas"]}
         paragraphs = haystack_questions(args.xquad, n, args.seed, keep)
         pool = FillerPool(load_wiki(args.wiki), reader.tokenizer)
         for target in args.haystack_tokens:

@@ -268,3 +268,20 @@ def test_hf_window_finds_planted_answer(bench_reader):
     assert res["windows"] > 3
     assert context[res["start"]:res["end"]] == res["text"]
     assert needle.startswith(res["text"]) and res["text"]
+
+
+def test_cuad_metrics_by_hand():
+    """Two questions, three gold clauses; predictions ranked by score: right, wrong, right, right."""
+    ev = _load_script("evaluate_qa")
+    cuad_metrics, jaccard = ev.cuad_metrics, ev.jaccard
+    records = [{"answers": ["the licence is exclusive", "term of five years"],
+                "candidates": [("The licence is exclusive.", 0.9), ("payment in dollars", 0.6),
+                               ("a term of five years", 0.3)]},
+               {"answers": ["governed by the laws of Texas"],
+                "candidates": [("governed by the laws of Texas", 0.5)]}]
+    assert jaccard("The licence is exclusive.", "the licence is exclusive") == 1.0
+    m = cuad_metrics(records)
+    # ranked: 0.9 right (recall 1/3, precision 1), 0.6 wrong (1/3, 1/2), 0.5 right (2/3, 2/3), 0.3 right (1, 3/4)
+    # interpolated precision: 1, 3/4, 3/4, 3/4 -> AUPR = 1/3 * 1 + 0 + 1/3 * 3/4 + 1/3 * 3/4
+    assert abs(m["aupr"] - 100 * (1 / 3 + 0.25 + 0.25)) < 1e-9
+    assert abs(m["precision_at_80_recall"] - 75.0) < 1e-9 and m["max_recall"] == 100.0
