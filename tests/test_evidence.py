@@ -23,7 +23,7 @@ from _helpers import chromium
 from _tiny_reader import build_tiny_checkpoint
 
 import longread.chunk_attention as chunk_attention
-from longread import Reader
+from longread import Document, Reader
 from longread.chunk_attention import ChunkAttention, answer_with_attention
 from longread.evidence import chunk_char_ranges, evidence_html, write_evidence_html
 
@@ -181,7 +181,7 @@ DOC = st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=15
 @given(DOC)
 def test_evidence_page_fuzz(reader, text):
     try:
-        prepared = reader.prepare(text)
+        prepared = reader.prepare(Document(text=text))              # any string as text
     except Exception as exc:                                        # e.g. only control characters
         assert type(exc).__name__ == "EmptyDocumentError"
         return
