@@ -31,7 +31,7 @@ import torch
 
 from ..checkpoints import load_hf_model
 from ..layout import LayoutConfig
-from ..lora import count
+from ..lora import count, trainable_delta
 from ..metrics import squad_em_f1
 from ..reader import CONFIG_NAME, DELTA_NAME, ReaderConfig, _base_model_dir, apply_delta, default_dtype
 from .corpora import load_corpus
@@ -162,10 +162,6 @@ def evaluate(model, held: Dict[str, list], device, autocast, max_answer_tokens: 
     return result
 
 
-def trained_state(model) -> Dict[str, torch.Tensor]:
-    return {n: p.detach().to("cpu", torch.float32).clone() for n, p in model.named_parameters() if p.requires_grad}
-
-
 def save_atomic(obj, path: Path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(obj, tmp)
@@ -255,7 +251,7 @@ def main(argv=None):
         log.flush()
 
     def checkpoint():
-        save_atomic({"model": trained_state(model), "optimizer": opt.state_dict(), "state": state,
+        save_atomic({"model": trainable_delta(model), "optimizer": opt.state_dict(), "state": state,
                      "args": vars(args)}, ckpt_path)
 
     write({"event": "start", "time": time.strftime("%Y-%m-%d %H:%M:%S"), "epoch": state["epoch"],
@@ -301,7 +297,7 @@ def main(argv=None):
                 print(f"step {state['step']} held-out {json.dumps(ev)}", flush=True)
                 if ev["mean_f1"] > state["best_f1"]:
                     state["best_f1"] = ev["mean_f1"]
-                    save_atomic({"state": trained_state(model), "step": state["step"], "eval": ev}, best_path)
+                    save_atomic({"state": trainable_delta(model), "step": state["step"], "eval": ev}, best_path)
                 t_eval = time.time()
                 window_t = time.time()
             if now - t_ckpt > args.checkpoint_every_minutes * 60:
@@ -324,7 +320,7 @@ def main(argv=None):
         write({"step": state["step"], "epoch": state["epoch"], "eval": ev})
     if ev is not None and ev["mean_f1"] > state["best_f1"]:
         state["best_f1"] = ev["mean_f1"]
-        save_atomic({"state": trained_state(model), "step": state["step"], "eval": ev}, best_path)
+        save_atomic({"state": trainable_delta(model), "step": state["step"], "eval": ev}, best_path)
     checkpoint()
     write({"event": "stop", "time": time.strftime("%Y-%m-%d %H:%M:%S"), "step": state["step"],
            "best_f1": state["best_f1"], "minutes": round((time.time() - t_start) / 60, 1)})
