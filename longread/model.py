@@ -218,15 +218,19 @@ class LongReaderModel(nn.Module):
 
     def read(self, question_states, doc_states, chunk_ids: Optional[torch.Tensor] = None, num_chunks: int = 0,
              question_mask: Optional[torch.Tensor] = None, doc_mask: Optional[torch.Tensor] = None,
-             image_context=None) -> QAOutput:
+             image_context=None, summaries: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> QAOutput:
         """Question-aware layers on [question | summaries | doc]; question and summaries are global.
         ``num_chunks = 0`` adds no summaries. Logits cover [question | doc] (summaries dropped).
-        ``image_context`` (longread.vision.fusion.ImageContext): image patches for the fusion layers."""
+        ``image_context`` (longread.vision.fusion.ImageContext): image patches for the fusion layers.
+        ``summaries`` ((B, C, hidden), (B, C) mask): the chunk summaries, when ``doc_states`` holds
+        only some of the document's chunks (default: made from ``doc_states``)."""
         bsz, lq = question_states.shape[:2]
         ones = lambda t: torch.ones(t.shape[:2], dtype=torch.bool, device=t.device)  # noqa: E731
         parts, masks = [question_states], [question_mask if question_mask is not None else ones(question_states)]
         if num_chunks > 0:
-            summaries, summary_mask = self.summaries(doc_states, chunk_ids, num_chunks, doc_mask)
+            if summaries is None:
+                summaries = self.summaries(doc_states, chunk_ids, num_chunks, doc_mask)
+            summaries, summary_mask = summaries
             parts.append(summaries)
             masks.append(summary_mask)
         parts.append(doc_states)

@@ -14,7 +14,7 @@ import torch
 
 from .checkpoints import (available_memory, check_delta, check_state, load_fusion_weights, load_hf_model,
                           load_tokenizer, read_json, read_safetensors, resolve_path, saved_configs)
-from .decoding import best_spans, null_probability
+from .decoding import Span, best_spans, null_probability
 from .document import Document, DocumentInput, load_document
 from .errors import (CheckpointError, DeviceUnavailableError, DocumentTooLargeError, EmptyDocumentError,
                      InvalidOptionError)
@@ -22,6 +22,7 @@ from .layout import (DocumentInputs, LayoutConfig, TokenizedDocument, document_i
                      tokenize_document)
 from .model import LongReaderModel
 from .progress import layer_progress
+from .selection import READ_MODES, chunk_scores, read_layout, with_neighbours
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
 CONFIG_NAME = "longread_config.json"
@@ -55,6 +56,16 @@ class ReaderConfig:
     no_answer_threshold: float = 0.0
     # alternatives less probable than this are not returned (they carry no information)
     min_alternative_score: float = 1e-3
+    # coarse to fine (longread/selection.py): "auto" reads, on a document of more than
+    # read_full_chunks chunks, the read_chunks chunks the passage prior ranks first with
+    # read_neighbours on each side, and more (read_chunks at a time, up to read_max_chunks ranked
+    # chunks) while the best span's probability is below read_confidence; "all" reads every chunk
+    read: str = "auto"
+    read_full_chunks: int = 16
+    read_chunks: int = 4
+    read_neighbours: int = 1
+    read_max_chunks: int = 12
+    read_confidence: float = 0.3
 
     def __post_init__(self):
         rules = {"max_answer_tokens": self.max_answer_tokens >= 1, "top_k": self.top_k >= 1,
@@ -62,13 +73,19 @@ class ReaderConfig:
                  "retrieval_temperature": self.retrieval_temperature > 0,
                  "mbr_temperature": self.mbr_temperature >= 0, "mbr_candidates": self.mbr_candidates >= 1,
                  "no_answer_threshold": math.isfinite(self.no_answer_threshold),
-                 "min_alternative_score": 0 <= self.min_alternative_score <= 1}
+                 "min_alternative_score": 0 <= self.min_alternative_score <= 1,
+                 "read": self.read in READ_MODES, "read_full_chunks": _whole(self.read_full_chunks, 0),
+                 "read_chunks": _whole(self.read_chunks, 1), "read_neighbours": _whole(self.read_neighbours, 0),
+                 "read_max_chunks": _whole(self.read_max_chunks, 1),
+                 "read_confidence": 0 <= self.read_confidence <= 1}
         bad = [f"{k}={getattr(self, k)!r}" for k, ok in rules.items() if not ok]
         if bad:
             raise InvalidOptionError(
                 f"invalid reader options {', '.join(bad)}: max_answer_tokens, top_k and mbr_candidates must be >= 1, "
                 "temperatures > 0 (mbr_temperature >= 0, 0 = off), retrieval_weight >= 0, no_answer_threshold "
-                "finite, min_alternative_score in [0, 1]")
+                "finite, min_alternative_score and read_confidence in [0, 1], read one of "
+                f"{', '.join(READ_MODES)}, read_chunks and read_max_chunks whole numbers >= 1, read_full_chunks "
+                "and read_neighbours whole numbers >= 0")
 
 
 @dataclass
@@ -92,6 +109,7 @@ class Answer:
     image: Optional[int] = None       # index of that image (the document's images first)
     image_name: Optional[str] = None
     box: Optional[List[float]] = None  # [x0, y0, x1, y1] of the span's OCR lines, original pixels
+    chunks_read: List[int] = field(default_factory=list)   # the chunks the question-aware layers read
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -109,6 +127,7 @@ class PreparedDocument:
     states_key: Optional[tuple] = None
     reading: Optional[object] = None          # vision.reading.ReadingText when the document has images
     passages: Optional[dict] = None           # (lo, hi) -> (token -> passage, passage embeddings (P, d))
+    summaries: Optional[tuple] = None         # ((1, C, hidden), (1, C)) chunk summaries of ``states``
 
     @property
     def num_tokens(self) -> int:
@@ -328,8 +347,17 @@ class Reader:
             k = self.model.config.question_free_layers
             with layer_progress(self.model.layers[:k], d.input_ids.shape[1], "encoding document", self.progress):
                 prepared.states = self.model.encode_document(to(d.input_ids), to(d.position_ids), to(d.token_type_ids))
-            prepared.states_key = key
+            prepared.states_key, prepared.summaries = key, None
         return prepared.states
+
+    @torch.inference_mode()
+    def _summaries(self, prepared: PreparedDocument):
+        """The chunk summaries of the cached question-free encoding (None without summary tokens)."""
+        states = self._document_states(prepared)
+        d = prepared.inputs
+        if d.num_chunks and prepared.summaries is None:
+            prepared.summaries = self.model.summaries(states, d.chunk_ids.to(self.device), d.num_chunks)
+        return prepared.summaries if d.num_chunks else None
 
     def warm(self, prepared: PreparedDocument) -> PreparedDocument:
         """Compute and cache what every question of ``prepared`` reuses (its question-free
@@ -352,20 +380,43 @@ class Reader:
     @torch.inference_mode()
     def question_logits(self, doc: DocumentInput, question: str):
         """(start (n,), end (n,), null (2,)): the document tokens' start/end logits and the
-        no-answer slot's (the question's [CLS] position)."""
+        no-answer slot's (the question's [CLS] position), every chunk read."""
         prepared = self.prepare(doc)
+        _, start, end, null, _ = self.read(prepared, question, range(prepared.tokens.num_chunks))
+        return start, end, null
+
+    @torch.inference_mode()
+    def read(self, prepared: PreparedDocument, question: str, chunks: Sequence[int]):
+        """The question-aware layers on ``[question | every summary | the tokens of chunks]``
+        (sorted chunk indices; non-adjacent runs apart, see longread/selection.py). Returns
+        (token_index (m,), start (m,), end (m,), null (2,), run (m,)): the document token index of
+        each read token, its start/end logits, the no-answer slot's logits and each token's run."""
         q = question_inputs(question, self.tokenizer, self.config.layout)
         to = lambda t: t.to(self.device)  # noqa: E731
         states = self._document_states(prepared)
+        summaries = self._summaries(prepared)
         q_states = self.model.encode_question(to(q.input_ids), to(q.position_ids), to(q.token_type_ids))
         d = prepared.inputs
+        chunks = list(chunks)
+        if not chunks or any(not 0 <= c < prepared.tokens.num_chunks for c in chunks) or chunks != sorted(set(chunks)):
+            raise InvalidOptionError(f"chunks must be distinct chunk indices in [0, {prepared.tokens.num_chunks}) "
+                                     f"in increasing order, got {chunks[:8]}{'...' if len(chunks) > 8 else ''}")
+        layout = read_layout(prepared.tokens.chunk_starts, chunks, max(self.model.config.attention_window))
+        gather = to(layout.gather)
+        real = gather >= 0
+        whole = len(chunks) == prepared.tokens.num_chunks
+        doc = states if whole else states[:, gather.clamp(min=0)] * real[None, :, None].to(states.dtype)
+        chunk_ids = to(d.chunk_ids) if whole else to(d.chunk_ids)[:, gather.clamp(min=0)]
         k = self.model.config.question_free_layers
-        with layer_progress(self.model.layers[k:], states.shape[1], "reading", self.progress):
-            out = self.model.read(q_states, states, to(d.chunk_ids), d.num_chunks,
-                                  image_context=self._image_context(prepared))
+        with layer_progress(self.model.layers[k:], doc.shape[1], "reading", self.progress):
+            out = self.model.read(q_states, doc, chunk_ids, d.num_chunks, doc_mask=None if whole else real[None],
+                                  image_context=self._image_context(prepared), summaries=summaries)
         lq = q.input_ids.shape[1]
         null = torch.stack([out.start_logits[0, 0], out.end_logits[0, 0]]).float()
-        return out.start_logits[0, lq:], out.end_logits[0, lq:], null
+        start, end = out.start_logits[0, lq:], out.end_logits[0, lq:]
+        if not whole:
+            start, end = start[real], end[real]
+        return layout.token_index, start, end, null, layout.run_of_token
 
     def _image_context(self, prepared: PreparedDocument):
         """Patch embeddings for the model's image fusion layers (None: no images or no fusion)."""
@@ -376,36 +427,101 @@ class Reader:
 
     def answer(self, doc: DocumentInput, question: str = None, images: Optional[Sequence] = None,
                top_k: Optional[int] = None, max_answer_tokens: Optional[int] = None,
-               allow_no_answer: Optional[bool] = None) -> Answer:
+               allow_no_answer: Optional[bool] = None, read: Optional[str] = None) -> Answer:
         """The best answer span in ``doc`` for ``question``, with up to ``top_k - 1`` alternatives
         (those with a probability of at least ``config.min_alternative_score``).
         ``images``: see :meth:`prepare`; an answer read inside an image says so (``source``,
         ``image``, ``image_name``, ``box``), and no span mixes document text with image text.
         ``allow_no_answer`` (default: ``config.no_answer``, on for readers trained with a
         no-answer slot): the answer may be the verdict ``no_answer=True`` ("the document does not
-        say"), still carrying the best guess and its alternatives."""
+        say"), still carrying the best guess and its alternatives. ``read`` (default
+        ``config.read``): "auto" reads the chunks the passage prior ranks first (coarse to fine,
+        longread/selection.py), "all" every chunk; ``Answer.chunks_read`` lists what was read."""
         top_k = self.config.top_k if top_k is None else top_k
         max_answer_tokens = self.config.max_answer_tokens if max_answer_tokens is None else max_answer_tokens
         _check_count("top_k", top_k)
         _check_count("max_answer_tokens", max_answer_tokens)
+        read = self.config.read if read is None else read
+        if read not in READ_MODES:
+            raise InvalidOptionError(f"read must be one of {', '.join(READ_MODES)}, got {read!r}")
         allow = self.config.no_answer if allow_no_answer is None else bool(allow_no_answer)
         prepared = self.prepare(doc, images)
-        start_logits, end_logits, null = self.question_logits(prepared, question)
+        num_chunks = prepared.tokens.num_chunks
+        selective = read == "auto" and num_chunks > self.config.read_full_chunks and self._ranks_chunks()
+        passages = None
+        if self.config.retrieval_weight or selective:
+            from .retrieval import passage_cosines
+
+            passages = passage_cosines(self.retriever, prepared, question)
+        if not selective:
+            reads = [self.read(prepared, question, range(num_chunks))]
+            spans, p_null = self._decode(prepared, reads, passages, top_k, max_answer_tokens)
+        else:
+            # rounds: the next-ranked chunks (and their neighbours) not read yet, read on their own,
+            # until the best span is probable enough or read_max_chunks ranked chunks are in
+            scores = chunk_scores(*passages, prepared.inputs.token_chunk, num_chunks)
+            ranking = torch.argsort(scores, descending=True, stable=True).tolist()
+            most = min(self.config.read_max_chunks, num_chunks)
+            depth, done, reads = 0, set(), []
+            while True:
+                depth = min(depth + self.config.read_chunks, most)
+                new = [c for c in with_neighbours(ranking[:depth], self.config.read_neighbours, num_chunks)
+                       if c not in done]
+                if new:
+                    reads.append(self.read(prepared, question, new))
+                    done.update(new)
+                spans, p_null = self._decode(prepared, reads, passages, top_k, max_answer_tokens)
+                if spans[0].score >= self.config.read_confidence or depth >= most:
+                    break
+        answer = self.assemble_answer(prepared, spans, question, p_null, allow)
+        answer.chunks_read = sorted(int(c) for c in torch.unique(prepared.inputs.chunk_ids[0][
+            torch.cat([r[0] for r in reads])]).tolist())
+        return answer
+
+    def _ranks_chunks(self) -> bool:
+        """Whether the passage prior can rank this reader's chunks: the retriever reads the
+        reader's token ids, so they must share a vocabulary."""
+        if not hasattr(self, "_shared_vocab"):
+            self._shared_vocab = self.retriever.tokenizer.get_vocab() == self.tokenizer.get_vocab()
+        return self._shared_vocab
+
+    def _decode(self, prepared: PreparedDocument, reads, passages, top_k: int, max_answer_tokens: int):
+        """Rank spans over the tokens of one or more reads (:meth:`read` outputs: their logits
+        share one softmax). Returns (spans with document token indices, P(no answer) or None)."""
+        token_index = torch.cat([r[0] for r in reads])
+        start_logits = torch.cat([r[1] for r in reads])
+        end_logits = torch.cat([r[2] for r in reads])
+        null = torch.stack([r[3] for r in reads]).mean(0)           # the no-answer slot of each read, averaged
+        runs, offset = [], 0
+        for r in reads:                                             # a run of one read never joins another's
+            runs.append(r[4] + offset)
+            offset += int(r[4].max()) + 1
+        run = torch.cat(runs)
+        order = torch.argsort(token_index)                          # document order
+        token_index, start_logits, end_logits, run = (token_index[order], start_logits[order.to(start_logits.device)],
+                                                      end_logits[order.to(end_logits.device)], run[order])
         if self.config.retrieval_weight:
-            weight = self.config.retrieval_weight * self.config.temperature / 2
-            bonus = self.retrieval_prior(prepared, question) * weight
+            from .retrieval import chunk_log_prior
+
+            token_passage, cosine = passages
+            prior = chunk_log_prior(cosine, self.config.retrieval_temperature)[token_passage[token_index]]
+            bonus = prior.to(start_logits.device) * (self.config.retrieval_weight * self.config.temperature / 2)
             start_logits, end_logits = start_logits + bonus, end_logits + bonus
         null_logits = (float(null[0]), float(null[1])) if self.config.no_answer else None
-        segments = None
+        # a span stays inside one run of read chunks and one text or OCR segment
+        key = run
         if prepared.reading is not None:
-            segments = torch.as_tensor(prepared.reading.token_segments(prepared.tokens.offsets[:, 0]))
+            text_segments = torch.as_tensor(prepared.reading.token_segments(prepared.tokens.offsets[:, 0]))
+            key = key * (int(text_segments.max()) + 1) + text_segments[token_index]
+        segments = torch.cumsum(torch.cat([torch.zeros(1, dtype=torch.long), (key[1:] != key[:-1]).long()]), 0)
         spans = best_spans(start_logits, end_logits, top_k=top_k, max_answer_tokens=max_answer_tokens,
                            temperature=self.config.temperature, mbr_temperature=self.config.mbr_temperature,
                            mbr_candidates=self.config.mbr_candidates, segments=segments, null_logits=null_logits)
+        spans = [Span(int(token_index[s.start]), int(token_index[s.end]), s.score) for s in spans]
         p_null = None
         if null_logits is not None:
             p_null = null_probability(start_logits, end_logits, null_logits, self.config.temperature)
-        return self.assemble_answer(prepared, spans, question, p_null, allow)
+        return spans, p_null
 
     def assemble_answer(self, prepared: PreparedDocument, spans, question: str, p_null: Optional[float],
                         allow_no_answer: bool) -> Answer:
@@ -461,6 +577,10 @@ def _with_options(config: ReaderConfig, options: dict) -> ReaderConfig:
     layout = LayoutConfig(**{**asdict(config.layout), **{k: v for k, v in options.items() if k in layout_keys}})
     rest = {k: v for k, v in options.items() if k in reader_keys}
     return ReaderConfig(**{**asdict(config), "layout": layout, **rest})
+
+
+def _whole(value, least: int) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int) and value >= least
 
 
 def _check_count(name: str, value) -> None:

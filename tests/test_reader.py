@@ -537,7 +537,7 @@ def test_long_document(tiny_dir, monkeypatch):
         return run_layers(x, start, end, num_global, *args, **kwargs)
 
     monkeypatch.setattr(oracle.model, "run_layers", spy)
-    ans = oracle.answer(text, ORACLE_QUESTION)
+    ans = oracle.answer(text, ORACLE_QUESTION, read="all")
     elapsed = time.perf_counter() - t0
     lq = len(oracle.tokenizer(ORACLE_QUESTION)["input_ids"])
     layers = oracle.model.config.num_hidden_layers
@@ -550,6 +550,15 @@ def test_long_document(tiny_dir, monkeypatch):
     assert ans.chunk == int(d.token_chunk[first]) > c // 2
     check_answer(ans, text)
     assert elapsed < 120, f"{n} tokens took {elapsed:.0f} s"
+    assert ans.chunks_read == list(range(c))
+    # coarse to fine (the default): the passage prior ranks the planted sentence's chunk, and the
+    # question-aware layers read [question | every summary | a few chunks] only
+    seen.clear()
+    auto = oracle.answer(prepared, ORACLE_QUESTION)
+    assert (auto.start, auto.end, auto.text) == (ans.start, ans.end, ans.text)
+    assert ans.chunk in auto.chunks_read and len(auto.chunks_read) <= 3 * oracle.config.read_max_chunks
+    read_lengths = [length for start, end, g, length in seen if start == qfl]
+    assert read_lengths and all(length < lq + c + 3 * 256 * oracle.config.read_max_chunks for length in read_lengths)
 
 
 # ------------------------------------------------------------------------------ the offline default reader

