@@ -59,7 +59,7 @@ from longread.decoding import best_spans  # noqa: E402
 from longread.errors import LongreadError  # noqa: E402
 from longread.metrics import normalize_answer, text_em_f1  # noqa: E402
 
-SYSTEMS = ("longread", "longread-cpu", "reader-window", "hf-window", "retrieve-read", "longformer")
+SYSTEMS = ("longread", "longread-all", "longread-cpu", "reader-window", "hf-window", "retrieve-read", "longformer")
 CPU_LENGTHS = (4096, 16384, 65536)
 GPU_LENGTHS = (4096, 16384, 65536, 131072, 262144, 1048576)
 DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -116,18 +116,22 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 # ----------------------------------------------------------------------------- systems
 class LongreadSystem:
-    """The reader: a document is prepared once; its question-free encoding is cached."""
+    """The reader: a document is prepared once; its question-free encoding is cached.
+    ``read``: "auto" (coarse to fine: the chunks ranked most relevant) or "all" (every chunk)."""
 
-    def __init__(self, reader):
-        self.reader, self.device = reader, reader.device
+    def __init__(self, reader, read: str = "auto"):
+        self.reader, self.device, self.read = reader, reader.device, read
 
     def open(self, text: str):
         self.reader._cache.clear()            # every document starts uncached
         return self.reader.prepare(text)
 
     def ask(self, state, question: str) -> dict:
-        a = self.reader.answer(state, question=question)
-        return {"text": a.text, "start": a.start, "end": a.end}
+        a = self.reader.answer(state, question=question, read=self.read)
+        starts = state.tokens.chunk_starts
+        read = sum(int(starts[c + 1] - starts[c]) for c in a.chunks_read)
+        return {"text": a.text, "start": a.start, "end": a.end, "tokens_read": read,
+                "tokens_encoded": state.num_tokens}
 
     def close(self) -> None:
         self.reader._cache.clear()
@@ -286,11 +290,31 @@ def run_sample(name: str, system, sample: T.Sample) -> List[dict]:
                             "prediction": pred["text"][:200], "em": em, "f1": f1, "hit": hit(pred["text"], qa.answers),
                             "depth": qa.depth, "token_depth": qa.token_depth, "first": i == 0,
                             "seconds": t.seconds + (open_s if i == 0 else 0.0),
-                            "tokens_read": pred.get("tokens_read", sample.num_tokens)})
+                            "tokens_read": pred.get("tokens_read", sample.num_tokens),
+                            # tokens the first answer processed (coarse to fine: the whole document
+                            # through the question-free layers, a few chunks through the rest)
+                            "tokens_encoded": pred.get("tokens_encoded", pred.get("tokens_read", sample.num_tokens))})
     system.close()
     for r in records:
         r.update(peak_memory_mb=mem.peak_mb, peak_memory_over_start_mb=mem.extra_mb)
     return records
+
+
+def wilson_interval(successes: float, n: int, z: float = 1.96) -> List[float]:
+    """95% Wilson score interval of a proportion, in percent."""
+    if n == 0:
+        return [0.0, 100.0]
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [100 * max(0.0, centre - half), 100 * min(1.0, centre + half)]
+
+
+def mean_interval(values: Sequence[float], z: float = 1.96) -> List[float]:
+    """Normal-approximation 95% interval of a mean (of per-question F1)."""
+    v = np.asarray(values, dtype=np.float64)
+    half = z * float(v.std(ddof=1)) / math.sqrt(len(v)) if len(v) > 1 else float("inf")
+    return [float(v.mean()) - half, float(v.mean()) + half]
 
 
 def summarize(records: List[dict]) -> List[dict]:
@@ -311,9 +335,11 @@ def summarize(records: List[dict]) -> List[dict]:
                 tokens_read=float(np.mean([r["tokens_read"] for r in ok])),
                 em=100 * float(np.mean([r["em"] for r in ok])), f1=100 * float(np.mean([r["f1"] for r in ok])),
                 hit=100 * float(np.mean([r["hit"] for r in ok])),
+                hit_ci=wilson_interval(sum(r["hit"] for r in ok), len(ok)),
+                f1_ci=mean_interval([100 * r["f1"] for r in ok]),
                 first_answer_s=float(np.mean([r["seconds"] for r in first])),
                 further_question_s=float(np.mean(further)) if further else None,
-                tokens_per_s=float(np.mean([r["tokens_read"] / r["seconds"] for r in first])),
+                tokens_per_s=float(np.mean([r["tokens_encoded"] / r["seconds"] for r in first])),
                 peak_memory_mb=float(max(r["peak_memory_mb"] for r in ok)),
                 peak_memory_over_start_mb=float(max(r["peak_memory_over_start_mb"] for r in ok)))
         else:
@@ -345,22 +371,29 @@ def targets(rows: List[dict]) -> dict:
 
 
 # ----------------------------------------------------------------------------- report
+def _interval(ci) -> str:
+    return "" if not ci else f"{ci[0]:.0f}-{ci[1]:.0f}"
+
+
 def render_markdown(result: dict) -> str:
     env, s = result["environment"], result["settings"]
     rows = [[r["task"], r["length"] or "article", r["system"], r["questions"], r.get("doc_tokens"),
              r.get("tokens_read"),
-             r.get("em"), r.get("f1"), r.get("hit"), r.get("first_answer_s"), r.get("further_question_s"),
+             r.get("em"), r.get("f1"), r.get("hit"), _interval(r.get("hit_ci")), r.get("first_answer_s"),
+             r.get("further_question_s"),
              r.get("tokens_per_s"), r.get("peak_memory_mb"), r.get("peak_memory_over_start_mb"),
              r.get("error", "")[:60]] for r in result["rows"]]
     table = markdown_table(["task", "length", "system", "questions", "doc tokens", "tokens read", "EM", "F1", "hit %",
-                            "first answer s", "further q s", "tokens/s", "peak MB", "+MB over start", "note"], rows)
+                            "hit 95% CI", "first answer s", "further q s", "tokens/s", "peak MB", "+MB over start", "note"], rows)
     systems = s["systems"]
     pivot_rows = []
     for task in s["tasks"]:
         for length in sorted({r["length"] for r in result["rows"] if r["task"] == task}):
-            got = {r["system"]: r.get("hit") for r in result["rows"] if r["task"] == task and r["length"] == length}
+            got = {r["system"]: (f"{r['hit']:.0f} [{_interval(r.get('hit_ci'))}] n={r['questions']}" if "hit" in r
+                                 else None)
+                   for r in result["rows"] if r["task"] == task and r["length"] == length}
             pivot_rows.append([task, length or "article", *[got.get(x) for x in systems]])
-    pivot = markdown_table(["task", "length", *[f"{x} hit %" for x in systems]], pivot_rows)
+    pivot = markdown_table(["task", "length", *[f"{x} hit % [95% CI] n" for x in systems]], pivot_rows)
     missing = [n for n in GPU_LENGTHS if n not in s["lengths"]]
     lines = [
         "# Long-context benchmark", "",
@@ -374,7 +407,9 @@ def render_markdown(result: dict) -> str:
         "", "## Accuracy (hit %) by length", "", pivot, "", "## All measurements", "", table, "",
         "hit = a gold answer is a substring of the normalised prediction (RULER's string match); EM/F1: SQuAD. "
         "first answer = open the document (tokenize, and for retrieve-read embed its chunks) + read + decode; "
-        "further q = each later question on the same document. tokens/s = tokens read / first answer time. "
+        "further q = each later question on the same document. tokens/s = document tokens / first answer time "
+        "(tokens read: what the question-aware layers read; longread reads every token in its question-free "
+        "layers). hit 95% CI: Wilson interval over the questions of the cell. "
         f"Peak memory: {result['memory_kind']}; '+MB over start' = rise over the memory in use when the document "
         "began (the models already loaded are not counted).",
         f"longformer reads at most {s['longformer_max_tokens']} tokens (question included): longer documents are "
@@ -444,6 +479,8 @@ def build_systems(args, reader, samples, result) -> dict:
     systems = {}
     if "longread" in args.systems:
         systems["longread"] = LongreadSystem(reader)
+    if "longread-all" in args.systems:
+        systems["longread-all"] = LongreadSystem(reader, read="all")
     if "longread-cpu" in args.systems and reader.device.type != "cpu":
         systems["longread-cpu"] = LongreadSystem(load_reader(args.model, device="cpu"))
     if "reader-window" in args.systems:

@@ -3,7 +3,9 @@
 In the last question-aware layer the question tokens are global: each attends to every key of
 ``[question | chunk summaries | document tokens]``. A chunk's weight is the share of that
 attention landing on the chunk (its summary token plus its own tokens), averaged over heads and
-question tokens. The weights of all chunks sum to 1 minus the share the question keeps on itself.
+question tokens (and over the reads, when coarse-to-fine reading reads in rounds: a chunk not
+read gets only its summary's share). The weights of all chunks sum to 1 minus the share the
+question keeps on itself.
 
     ans, weights = answer_with_attention(reader, doc, "Who?")     # weights: (num_chunks,) float
 """
@@ -23,12 +25,14 @@ class ChunkAttention:
     """Context manager: records the input of the model's last attention layer during a read of
     ``prepared`` and turns it into per-chunk attention weights (``weights()``: (C,) float64)."""
 
-    def __init__(self, model, prepared):
+    def __init__(self, model, prepared, reader=None):
         self.attn = model.layers[-1].attn
+        self.reader = reader                                   # tells which tokens each read holds
         self.num_chunks = prepared.tokens.num_chunks
         self.summaries = prepared.inputs.num_chunks          # summary tokens in the read (0 or C)
         self.token_chunk = torch.as_tensor(prepared.inputs.token_chunk, dtype=torch.long)
-        self._captured = None
+        self._captured = []
+        self._gather = None
         self._hook = None
         self._thread = None
 
@@ -37,27 +41,44 @@ class ChunkAttention:
         # the reads of the thread that opened it
         self._thread = threading.get_ident()
         self._hook = self.attn.register_forward_pre_hook(self._grab)
+        if self.reader is not None:
+            self.reader.read_observers.append(self._layout)
         return self
 
     def __exit__(self, *exc):
         self._hook.remove()
+        if self.reader is not None:
+            self.reader.read_observers.remove(self._layout)
+
+    def _layout(self, layout):
+        if threading.get_ident() == self._thread:
+            self._gather = layout.gather          # (L,) document token of each read position, -1: gap
 
     def _grab(self, module, args):
         if threading.get_ident() != self._thread:
             return
         x, _window, num_global, key_padding_mask = args[:4]
-        n_doc = len(self.token_chunk)
-        if num_global > self.summaries and x.shape[1] == num_global + n_doc:       # a question-aware read
-            self._captured = (x.detach(), num_global - self.summaries, key_padding_mask)
+        if num_global <= self.summaries:
+            return
+        gather = self._gather
+        if gather is not None and x.shape[1] == num_global + len(gather):            # a read of some chunks
+            doc_chunk = torch.where(gather >= 0, self.token_chunk[gather.clamp(min=0).cpu()], -1)
+        elif x.shape[1] == num_global + len(self.token_chunk):                        # every chunk
+            doc_chunk = self.token_chunk
+        else:
+            return
+        self._captured.append((x.detach(), num_global - self.summaries, key_padding_mask, doc_chunk))
 
     def weights(self) -> Optional[np.ndarray]:
         """(C,) share of the question's attention on each chunk; None if no read was recorded."""
-        if self._captured is None:
+        if not self._captured:
             return None
-        x, lq, mask = self._captured
-        key_chunk = torch.cat([torch.full((lq,), -1), torch.arange(self.summaries), self.token_chunk])
-        return question_attention_by_chunk(self.attn, x[0], lq, key_chunk, self.num_chunks,
-                                           None if mask is None else mask[0])
+        shares = []
+        for x, lq, mask, doc_chunk in self._captured:
+            key_chunk = torch.cat([torch.full((lq,), -1), torch.arange(self.summaries), doc_chunk])
+            shares.append(question_attention_by_chunk(self.attn, x[0], lq, key_chunk, self.num_chunks,
+                                                      None if mask is None else mask[0]))
+        return np.mean(shares, axis=0)
 
 
 @torch.inference_mode()
@@ -100,6 +121,6 @@ def _f(t):
 def answer_with_attention(reader, doc, question: str, **answer_options) -> Tuple[object, Optional[np.ndarray]]:
     """``reader.answer(doc, question)`` and the per-chunk attention weights of that same read."""
     prepared = reader.prepare(doc)
-    with ChunkAttention(reader.model, prepared) as recorder:
+    with ChunkAttention(reader.model, prepared, reader) as recorder:
         ans = reader.answer(prepared, question, **answer_options)
     return ans, recorder.weights()

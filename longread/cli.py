@@ -55,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     ask.add_argument("-q", "--question", action="append", default=[], help="a question (repeatable)")
     ask.add_argument("--questions", metavar="FILE", help="a file of questions, one per line ('-': stdin)")
     ask.add_argument("--top-k", type=_positive, default=3, help="answers per question: best + alternatives")
+    ask.add_argument("--read", choices=("auto", "all"), default=None,
+                     help="auto: on a long document read only the chunks ranked most relevant (coarse to fine); "
+                          "all: read every chunk for every question (default: the reader's setting, auto)")
     ask.add_argument("--model", default=None, help="checkpoint directory or hub name (default: offline reader)")
     ask.add_argument("--fusion", metavar="FILE", default=None,
                      help="image fusion weights (fusion.safetensors) to attach: figures then inform the answers")
@@ -179,9 +182,9 @@ def _ask(args, questions: List[str]) -> int:
         answers, weights = [], []
         for question in questions:
             if args.html:            # the evidence page also shows which chunks were attended to
-                ans, w = answer_with_attention(reader, doc, question, top_k=args.top_k)
+                ans, w = answer_with_attention(reader, doc, question, top_k=args.top_k, read=args.read)
             else:
-                ans, w = reader.answer(doc, question, top_k=args.top_k), None
+                ans, w = reader.answer(doc, question, top_k=args.top_k, read=args.read), None
             answers.append(ans)
             weights.append(w)
             if args.json:

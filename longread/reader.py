@@ -201,6 +201,7 @@ class Reader:
         self._cache_size = cache_size
         self.progress: Optional[bool] = None      # progress bars: None = on a terminal, False = never
         self._retriever = None                    # loaded on first use when retrieval_weight > 0
+        self.read_observers: list = []            # called with each read's selection.ReadLayout
 
     # ---------------------------------------------------------------- loading and saving
     @classmethod
@@ -402,6 +403,8 @@ class Reader:
             raise InvalidOptionError(f"chunks must be distinct chunk indices in [0, {prepared.tokens.num_chunks}) "
                                      f"in increasing order, got {chunks[:8]}{'...' if len(chunks) > 8 else ''}")
         layout = read_layout(prepared.tokens.chunk_starts, chunks, max(self.model.config.attention_window))
+        for observe in self.read_observers:
+            observe(layout)
         gather = to(layout.gather)
         real = gather >= 0
         whole = len(chunks) == prepared.tokens.num_chunks

@@ -235,3 +235,23 @@ def test_read_options_are_checked(reader):
                 dict(read_full_chunks=1.5), dict(read_confidence=1.5)):
         with pytest.raises(InvalidOptionError):
             ReaderConfig(**bad)
+
+
+def test_chunk_attention_covers_a_partial_read(reader):
+    """The evidence strip's per-chunk attention works on a coarse-to-fine read: every chunk has a
+    share (unread ones through their summary alone), the shares sum to at most 1, and a read
+    chunk's tokens add to its share."""
+    from longread.chunk_attention import answer_with_attention
+
+    prepared = reader.prepare(document())
+    reader.config.read_confidence = 0.0
+    try:
+        ans, weights = answer_with_attention(reader, prepared, "Who was the lighthouse keeper of Port Alden?")
+    finally:
+        reader.config.read_confidence = ReaderConfig.read_confidence
+    c = prepared.tokens.num_chunks
+    assert weights is not None and weights.shape == (c,) and np.all(weights >= 0) and weights.sum() <= 1 + 1e-6
+    read = np.zeros(c, dtype=bool)
+    read[ans.chunks_read] = True
+    assert 0 < read.sum() < c
+    assert weights[read].mean() > weights[~read].mean()

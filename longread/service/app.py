@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import time
 from importlib import resources
-from typing import List, Optional
+from typing import List, Literal, Optional
 
 from fastapi import FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -77,6 +77,9 @@ class AskRequest(BaseModel):
     max_answer_tokens: Optional[int] = None
     allow_no_answer: Optional[bool] = Field(None, description="may answer 'not in the document' (default: "
                                                               "the reader's setting)")
+    read: Optional[Literal["auto", "all"]] = Field(None, description="auto: read the chunks ranked most relevant "
+                                                                    "(coarse to fine); all: every chunk (default: "
+                                                                    "the reader's setting)")
     attention: bool = Field(False, description="also return each question's attention share per chunk")
 
 
@@ -254,7 +257,7 @@ def create_app(reader, config: Optional[ServiceConfig] = None) -> FastAPI:
             from ..chunk_attention import answer_with_attention
 
             opts = dict(top_k=body.top_k, max_answer_tokens=body.max_answer_tokens,
-                        allow_no_answer=body.allow_no_answer)
+                        allow_no_answer=body.allow_no_answer, read=body.read)
             answers, weights = [], []
             for q in body.questions:
                 if body.attention:
