@@ -63,7 +63,7 @@ class ReaderConfig:
     read: str = "auto"
     read_full_chunks: int = 16
     read_chunks: int = 4
-    read_neighbours: int = 1
+    read_neighbours: int = 0
     read_max_chunks: int = 12
     read_confidence: float = 0.3
 
