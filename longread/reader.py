@@ -22,13 +22,14 @@ from .layout import (DocumentInputs, LayoutConfig, TokenizedDocument, document_i
                      tokenize_document)
 from .model import LongReaderModel
 from .progress import layer_progress
-from .selection import READ_MODES, chunk_scores, read_layout, with_neighbours
+from .selection import READ_MODES, ChunkSelector, chunk_scores, read_layout, selector_pass, with_neighbours
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
 CONFIG_NAME = "longread_config.json"
 WEIGHTS_NAME = "model.safetensors"
 DELTA_NAME = "delta.safetensors"
 FUSION_NAME = "fusion.safetensors"
+SELECTOR_NAME = "selector.safetensors"
 CONTEXT_CHARS = 160
 # encoder fields a reader sets on top of an imported base checkpoint
 _READER_ONLY_FIELDS = ("attention_window", "question_free_layers", "chunk_signal", "hidden_dropout_prob",
@@ -202,6 +203,7 @@ class Reader:
         self.progress: Optional[bool] = None      # progress bars: None = on a terminal, False = never
         self._retriever = None                    # loaded on first use when retrieval_weight > 0
         self.read_observers: list = []            # called with each read's selection.ReadLayout
+        self.selector: Optional[ChunkSelector] = None   # learned chunk ranking (else the passage prior alone)
 
     # ---------------------------------------------------------------- loading and saving
     @classmethod
@@ -268,9 +270,18 @@ class Reader:
             load_fusion_weights(model, path / spec["file"], layers=spec["layers"], vision_config=vision)
         if fusion is not None:
             load_fusion_weights(model, Path(fusion))
+        selector = None
+        if saved.get("selector"):
+            spec = saved["selector"]
+            if not (isinstance(spec, dict) and isinstance(spec.get("file"), str)):
+                raise CheckpointError(f"{path / CONFIG_NAME}: the 'selector' section must be an object with 'file' "
+                                      f"(a file name), got {spec!r}")
+            selector = load_selector(path / spec["file"], model.config.hidden_size)
         config = _with_options(config, options)
         tokenizer = load_tokenizer(tok_dir, model.config.vocab_size)
-        return cls(model, tokenizer, config, device=device, dtype=dtype)
+        reader = cls(model, tokenizer, config, device=device, dtype=dtype)
+        reader.selector = None if selector is None else selector.to(reader.device)
+        return reader
 
     def save_pretrained(self, path: Union[str, Path]) -> None:
         """Write config, full weights (safetensors) and tokenizer: loadable with from_pretrained."""
@@ -291,6 +302,10 @@ class Reader:
             save_fusion(self.model, path / FUSION_NAME)
             meta["fusion"] = {"file": FUSION_NAME, "layers": sorted(int(i) for i in self.model.fusion),
                               "vision": self.model.vision.config.to_dict()}
+        if self.selector is not None:
+            save_file({k: v.detach().to("cpu", torch.float32).contiguous() for k, v in self.selector.state_dict().items()},
+                      str(path / SELECTOR_NAME))
+            meta["selector"] = {"file": SELECTOR_NAME}
         with open(path / CONFIG_NAME, "w") as f:
             json.dump(meta, f, indent=2)
         state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in self.model.state_dict().items()
@@ -462,7 +477,7 @@ class Reader:
         else:
             # rounds: the next-ranked chunks (and their neighbours) not read yet, read on their own,
             # until the best span is probable enough or read_max_chunks ranked chunks are in
-            scores = chunk_scores(*passages, prepared.inputs.token_chunk, num_chunks)
+            scores = self.chunk_ranking_scores(prepared, question, passages)
             ranking = torch.argsort(scores, descending=True, stable=True).tolist()
             most = min(self.config.read_max_chunks, num_chunks)
             depth, done, reads = 0, set(), []
@@ -480,6 +495,25 @@ class Reader:
         answer.chunks_read = sorted(int(c) for c in torch.unique(prepared.inputs.chunk_ids[0][
             torch.cat([r[0] for r in reads])]).tolist())
         return answer
+
+    @torch.inference_mode()
+    def chunk_ranking_scores(self, prepared: PreparedDocument, question: str, passages=None) -> torch.Tensor:
+        """(C,) float32 score of each chunk for ``question``, higher = read first: the passage
+        prior (best passage cosine), fused with the learned selector's pass over
+        ``[question | summaries]`` when the reader has one."""
+        if passages is None:
+            from .retrieval import passage_cosines
+
+            passages = passage_cosines(self.retriever, prepared, question)
+        prior = chunk_scores(*passages, prepared.inputs.token_chunk, prepared.tokens.num_chunks)
+        summaries = self._summaries(prepared) if self.selector is not None else None
+        if summaries is None:
+            return prior
+        q = question_inputs(question, self.tokenizer, self.config.layout)
+        to = lambda t: t.to(self.device)  # noqa: E731
+        q_states = self.model.encode_question(to(q.input_ids), to(q.position_ids), to(q.token_type_ids))
+        q_out, s_out = selector_pass(self.model, q_states, summaries[0])
+        return self.selector(q_out, s_out, to(prior)[None])[0].float().cpu()
 
     def _ranks_chunks(self) -> bool:
         """Whether the passage prior can rank this reader's chunks: the retriever reads the
@@ -580,6 +614,15 @@ def _with_options(config: ReaderConfig, options: dict) -> ReaderConfig:
     layout = LayoutConfig(**{**asdict(config.layout), **{k: v for k, v in options.items() if k in layout_keys}})
     rest = {k: v for k, v in options.items() if k in reader_keys}
     return ReaderConfig(**{**asdict(config), "layout": layout, **rest})
+
+
+def load_selector(path: Path, hidden: int) -> ChunkSelector:
+    """A ``ChunkSelector`` from its safetensors file (from longread.training.train_selector)."""
+    state = read_safetensors(path, "chunk selector weights")
+    selector = ChunkSelector(hidden)
+    check_state(state, {k: v.shape for k, v in selector.state_dict().items()}, path)
+    selector.load_state_dict(state)
+    return selector.eval()
 
 
 def _whole(value, least: int) -> bool:

@@ -15,10 +15,11 @@ chunks join and the union is read again, up to ``read_max_chunks`` ranked chunks
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+import torch.nn as nn
 
 READ_MODES = ("auto", "all")
 
@@ -74,3 +75,43 @@ def read_layout(chunk_starts: np.ndarray, chunks: Sequence[int], gap: int) -> Re
         index.append(tokens)
         run_ids.append(torch.full((len(tokens),), r, dtype=torch.long))
     return ReadLayout(torch.cat(index), torch.cat(pieces), torch.cat(run_ids))
+
+
+class ChunkSelector(nn.Module):
+    """Learned chunk relevance from a cheap pass of the question-aware layers over
+    ``[question | summaries]`` alone (Q + C rows, all global): for each chunk c, a small MLP over
+    (s_c, s_c * q, |s_c - q|) of the pass's output states (q: the question's [CLS] row), plus
+    ``prior_weight`` times the passage prior (the chunk's best passage cosine). Returns logits
+    (B, C): log p(chunk holds the answer | question), up to a constant."""
+
+    def __init__(self, hidden: int, inner: int = 256):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.LayerNorm(3 * hidden), nn.Linear(3 * hidden, inner), nn.GELU(),
+                                 nn.Linear(inner, 1))
+        self.prior_weight = nn.Parameter(torch.tensor(20.0))
+
+    def forward(self, question_state: torch.Tensor, summary_states: torch.Tensor,
+                prior: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """question_state (B, hidden), summary_states (B, C, hidden), prior (B, C) cosines or None."""
+        q = question_state[:, None].expand_as(summary_states)
+        feats = torch.cat([summary_states, summary_states * q, (summary_states - q).abs()], dim=-1)
+        logits = self.mlp(feats.float())[..., 0]                                  # (B, C)
+        if prior is not None:
+            logits = logits + self.prior_weight * prior.float()
+        return logits
+
+
+def selector_pass(model, question_states: torch.Tensor, summaries: torch.Tensor,
+                  question_mask: Optional[torch.Tensor] = None, summary_mask: Optional[torch.Tensor] = None):
+    """The question-aware layers on [question | summaries] only (every row global).
+    Returns (question [CLS] state (B, hidden), summary states (B, C, hidden))."""
+    lq = question_states.shape[1]
+    x = torch.cat([question_states, summaries], dim=1)
+    mask = None
+    if question_mask is not None or summary_mask is not None:
+        ones = lambda t: torch.ones(t.shape[:2], dtype=torch.bool, device=t.device)  # noqa: E731
+        mask = torch.cat([question_mask if question_mask is not None else ones(question_states),
+                          summary_mask if summary_mask is not None else ones(summaries)], dim=1)
+    cfg = model.config
+    x = model.run_layers(x, cfg.question_free_layers, cfg.num_hidden_layers, x.shape[1], mask)
+    return x[:, 0], x[:, lq:]

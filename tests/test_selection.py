@@ -106,7 +106,12 @@ def reference_read(model, q_states, doc_states, summaries, runs_of_tokens, windo
         y = torch.softmax(scores.masked_fill(~allowed, float("-inf")), -1) @ v
         x = a.norm(x + a.out(y.transpose(0, 1).reshape(L, -1)))
         x = layer.mlp.norm(x + layer.mlp.down(F.gelu(layer.mlp.up(x))))
-    logits = model.qa_head(x)
+    return x
+
+
+def reference_logits(model, q_states, doc_states, summaries, runs_of_tokens, window):
+    g = q_states.shape[1] + summaries.shape[1]
+    logits = model.qa_head(reference_read(model, q_states, doc_states, summaries, runs_of_tokens, window))
     return logits[g:, 0], logits[g:, 1], logits[0]
 
 
@@ -129,7 +134,7 @@ def test_reading_some_chunks_is_the_model_on_those_tokens(reader, chunks):
         q_states = reader.model.encode_question(q.input_ids, q.position_ids, q.token_type_ids)
         states = reader._document_states(prepared)
         summaries, _ = reader.model.summaries(states, prepared.inputs.chunk_ids, prepared.inputs.num_chunks)
-        ref_s, ref_e, ref_null = reference_read(reader.model, q_states, states[:, token_index], summaries, run,
+        ref_s, ref_e, ref_null = reference_logits(reader.model, q_states, states[:, token_index], summaries, run,
                                                 reader.model.config.attention_window)
     torch.testing.assert_close(start, ref_s, atol=2e-4, rtol=1e-4)
     torch.testing.assert_close(end, ref_e, atol=2e-4, rtol=1e-4)
@@ -255,3 +260,109 @@ def test_chunk_attention_covers_a_partial_read(reader):
     read[ans.chunks_read] = True
     assert 0 < read.sum() < c
     assert weights[read].mean() > weights[~read].mean()
+
+
+# ----------------------------------------------------------------------------- the learned selector
+def test_selector_pass_is_dense_attention_over_question_and_summaries(reader):
+    from longread.layout import question_inputs
+    from longread.selection import selector_pass
+
+    prepared = reader.prepare(document())
+    q = question_inputs("Where was the copper shipped?", reader.tokenizer, reader.config.layout)
+    with torch.inference_mode():
+        q_states = reader.model.encode_question(q.input_ids, q.position_ids, q.token_type_ids)
+        summaries, _ = reader._summaries(prepared)
+        q_out, s_out = selector_pass(reader.model, q_states, summaries)
+        ref = reference_read(reader.model, q_states, summaries[:, :0], summaries, torch.zeros(0, dtype=torch.long),
+                             reader.model.config.attention_window)
+    lq = q_states.shape[1]
+    torch.testing.assert_close(q_out[0], ref[0], atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(s_out[0], ref[lq:], atol=2e-5, rtol=1e-4)
+
+
+def test_chunk_selector_adds_the_prior_linearly():
+    from longread.selection import ChunkSelector
+
+    torch.manual_seed(0)
+    head = ChunkSelector(16, inner=8)
+    q, s, prior = torch.randn(3, 16), torch.randn(3, 5, 16), torch.rand(3, 5)
+    alone = head(q, s)
+    assert alone.shape == (3, 5)
+    torch.testing.assert_close(head(q, s, prior) - alone, head.prior_weight.detach() * prior)
+    # a chunk's score depends on that chunk and the question only (no leak across chunks)
+    s2 = s.clone()
+    s2[:, 1:] = torch.randn(3, 4, 16)
+    torch.testing.assert_close(head(q, s2)[:, 0], alone[:, 0])
+
+
+def test_rank_metrics_by_brute_force():
+    from longread.training.train_selector import rank_metrics
+
+    logits = torch.tensor([[0.1, 0.9, 0.5, 0.2], [0.8, 0.1, 0.3, 0.0], [0.0, 0.1, 0.2, 0.3]])
+    gold = torch.tensor([2, 0, 0])                                 # ranks 1, 0, 3
+    m = rank_metrics(logits, gold, ks=(1, 2, 4))
+    assert m == pytest.approx({"recall@1": 100 / 3, "recall@2": 200 / 3, "recall@4": 100.0})
+
+
+def test_chunk_bank_haystacks_hold_the_gold_chunk(reader):
+    """Each paragraph's chunks are banked once; a question's gold chunk is the one holding its
+    answer; a haystack has the requested size, the gold chunk, and the article's own chunks first."""
+    import random
+
+    from longread.training.data import QARecord
+    from longread.training.train_selector import ChunkBank, batch_inputs
+
+    records = []
+    for a in range(3):
+        for p in range(3):
+            ctx = f"Part {p} of article {a}. {FILLER} {FACTS[(a + p) % 4]} {FILLER}"
+            ans = FACTS[(a + p) % 4].split()[-1].rstrip(".")
+            records.append(QARecord(f"{a}-{p}", f"Question {a} {p}?", ctx, ans, ctx.index(ans), f"article{a}"))
+    bank = ChunkBank(reader, records, "test")
+    assert len(bank.questions) == 9 and bank.means_t.shape[1] == reader.model.config.hidden_size
+    for qi, (question, gold, article) in enumerate(bank.questions):
+        assert bank.article[gold] == article
+        hay = bank.haystack(qi, 6, random.Random(qi))
+        assert len(hay) == len(set(hay)) == 6 and gold in hay
+        own = set(bank.by_article[article])
+        assert own <= set(hay) or len(own) > 6
+    items = [(qi, bank.haystack(qi, 6, random.Random(0))) for qi in range(4)]
+    q_states, mask, summaries, prior, gold = batch_inputs(reader, bank, items, 6)
+    assert summaries.shape == (4, 6, reader.model.config.hidden_size) and prior.shape == (4, 6)
+    assert [hay[int(g)] for (qi, hay), g in zip(items, gold)] == [bank.questions[qi][1] for qi, _ in items]
+
+
+def test_reader_ranks_chunks_with_its_selector_and_saves_it(reader, tmp_path):
+    """With a selector, the chunks read first are the selector's top ones (its pass over
+    [question | summaries] fused with the prior), and save_pretrained/from_pretrained keep it."""
+    from longread.layout import question_inputs
+    from longread.retrieval import passage_cosines
+    from longread.selection import ChunkSelector, selector_pass
+
+    torch.manual_seed(3)
+    selector = ChunkSelector(reader.model.config.hidden_size)
+    randomize_(selector, std=0.3)
+    prepared = reader.prepare(document())
+    question = "When was the treaty of Velmar signed?"
+    prior = chunk_scores(*passage_cosines(reader.retriever, prepared, question), prepared.inputs.token_chunk,
+                         prepared.tokens.num_chunks)
+    q = question_inputs(question, reader.tokenizer, reader.config.layout)
+    with torch.inference_mode():
+        q_states = reader.model.encode_question(q.input_ids, q.position_ids, q.token_type_ids)
+        q_out, s_out = selector_pass(reader.model, q_states, reader._summaries(prepared)[0])
+        expect = selector(q_out, s_out, prior[None])[0]
+    reader.selector = selector
+    reader.config.read_confidence = 0.0
+    try:
+        torch.testing.assert_close(reader.chunk_ranking_scores(prepared, question), expect)
+        a = reader.answer(prepared, question)
+        top = torch.argsort(expect, descending=True, stable=True)[:2].tolist()
+        assert a.chunks_read == with_neighbours(top, 1, prepared.tokens.num_chunks)
+        reader.save_pretrained(tmp_path / "r")
+    finally:
+        reader.selector = None
+        reader.config.read_confidence = ReaderConfig.read_confidence
+    loaded = Reader.from_pretrained(tmp_path / "r", device="cpu", dtype=torch.float32)
+    assert loaded.selector is not None
+    for k, v in selector.state_dict().items():
+        torch.testing.assert_close(loaded.selector.state_dict()[k], v)
