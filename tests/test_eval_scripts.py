@@ -285,3 +285,27 @@ def test_cuad_metrics_by_hand():
     # interpolated precision: 1, 3/4, 3/4, 3/4 -> AUPR = 1/3 * 1 + 0 + 1/3 * 3/4 + 1/3 * 3/4
     assert abs(m["aupr"] - 100 * (1 / 3 + 0.25 + 0.25)) < 1e-9
     assert abs(m["precision_at_80_recall"] - 75.0) < 1e-9 and m["max_recall"] == 100.0
+
+
+def test_gpu_check_script_parses_and_its_commands_are_valid():
+    """eval/gpu_check.sh is valid bash, and each stage's command line is accepted by the parser of
+    the program it runs (so the GPU run cannot fail on a flag); the tests it names exist."""
+    import shlex
+    import subprocess
+
+    script = EVAL_DIR / "gpu_check.sh"
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    out = subprocess.run(["bash", str(script)], env={"DRY_RUN": "1", "PATH": "/usr/bin:/bin"}, check=True,
+                         capture_output=True, text=True).stdout.splitlines()
+    tests, kernel, reader = (shlex.split(line)[1:] for line in out)
+    assert tests[:2] == ["-m", "pytest"] and "gpu" in tests
+    for path in (a for a in tests if a.startswith("tests/")):
+        assert (EVAL_DIR.parent / path).is_file()
+    from longread.kernels.sliding_window.benchmark import build_parser
+
+    assert kernel[:2] == ["-m", "longread.kernels.sliding_window.benchmark"]
+    parsed = build_parser().parse_args(kernel[2:])
+    assert parsed.device == "cuda" and parsed.budget <= 5
+    bench = _load_script("bench_reader")
+    args = bench.parse_args(reader[1:])
+    assert args.device == "cuda" and args.systems == ["longread"]
