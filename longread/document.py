@@ -16,50 +16,22 @@ offset longread reports is an index into ``Document.text``, so
 """
 from __future__ import annotations
 
-import bisect
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, List, Optional, Sequence, Union
+from typing import Sequence, Union
 
 from .errors import DocumentReadError, EmptyDocumentError
 from .files import check_regular_file, read_regular_file
+from .document_types import PAGE_SEPARATOR, Document, DocumentImage, join_pages  # noqa: F401 (re-exported)
 from .formats import PDF_MAGIC, READERS
 
-PAGE_SEPARATOR = "\n\n"
 TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".text")
 # suffixes that make a bare string count as a path rather than as document text
 _PATH_SUFFIXES = TEXT_SUFFIXES + (".pdf", ".html", ".htm", ".docx")
 _PATH_START = re.compile(r"^(/|\./|\.\./|~/|[A-Za-z]:[\\/])")
 
 DocumentInput = Union[str, os.PathLike, Sequence[str], "Document"]
-
-
-@dataclass
-class DocumentImage:
-    """An image that belongs to a document, tied to a place in its text.
-
-    ``data`` is the encoded file (bytes), a path, or a ``PIL.Image.Image``; ``anchor`` is the
-    character offset in ``Document.text`` the image belongs to (``None``: the end of the
-    document); ``page`` is its 1-based page when known; ``name`` identifies it in answers.
-    """
-    data: Any
-    anchor: Optional[int] = None
-    page: Optional[int] = None
-    name: str = ""
-
-
-@dataclass
-class Document:
-    text: str
-    page_starts: List[int] = field(default_factory=lambda: [0])   # char offset where each page begins
-    source: Optional[str] = None
-    images: List[DocumentImage] = field(default_factory=list)      # figures / page images, if any
-
-    def page_of(self, char_offset: int) -> int:
-        """1-based page number holding ``char_offset``."""
-        return bisect.bisect_right(self.page_starts, char_offset)
 
 
 def _looks_like_path(s: str) -> bool:
@@ -73,15 +45,6 @@ def _looks_like_path(s: str) -> bool:
         return os.path.lexists(s)
     except (OSError, ValueError):
         return False
-
-
-def join_pages(pages: Sequence[str]):
-    """(text, page_starts): the pages joined by PAGE_SEPARATOR, and where each page starts."""
-    starts, pos = [], 0
-    for page in pages:
-        starts.append(pos)
-        pos += len(page) + len(PAGE_SEPARATOR)
-    return PAGE_SEPARATOR.join(pages), starts or [0]
 
 
 def _read_path(path: Path) -> Document:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import List, Optional, Tuple
 from urllib.parse import unquote, unquote_to_bytes, urlparse
 
+from .document_types import Document, DocumentImage, join_pages
 from .errors import DocumentReadError, EncryptedDocumentError, ImageReadError, ImageSkippedWarning, ImageTooLargeError
 from .progress import progress
 
@@ -166,8 +167,6 @@ def _quiet_pypdf():
 def _read_pdf(data: bytes, name: str, password: Optional[str], images: bool, render_pages: str, dpi: int):
     from pypdf.errors import DependencyError
 
-    from .document import Document, DocumentImage, join_pages
-
     reader = _open_pdf(data, name, password)
     texts, figures = [], {}
     try:
@@ -299,8 +298,6 @@ def html_text(markup, base: Optional[Path] = None, source: str = "HTML", images:
     """
     from bs4 import BeautifulSoup, Comment, Declaration, Doctype, NavigableString, ProcessingInstruction, Tag
 
-    from .document import DocumentImage
-
     soup = BeautifulSoup(markup, "html.parser")
     out, found, sources = _TextBuilder(), [], {}
 
@@ -431,7 +428,6 @@ def _file_problem(st: os.stat_result) -> Optional[str]:
 
 def load_html(path, *, images: bool = True, data: Optional[bytes] = None):
     """Read an HTML file: its visible text with block structure (one page)."""
-    from .document import Document
 
     path = Path(path)
     data = _read_bytes(path) if data is None else data

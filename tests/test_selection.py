@@ -135,7 +135,7 @@ def test_reading_some_chunks_is_the_model_on_those_tokens(reader, chunks):
         states = reader._document_states(prepared)
         summaries, _ = reader.model.summaries(states, prepared.inputs.chunk_ids, prepared.inputs.num_chunks)
         ref_s, ref_e, ref_null = reference_logits(reader.model, q_states, states[:, token_index], summaries, run,
-                                                reader.model.config.attention_window)
+                                                  reader.model.config.attention_window)
     torch.testing.assert_close(start, ref_s, atol=2e-4, rtol=1e-4)
     torch.testing.assert_close(end, ref_e, atol=2e-4, rtol=1e-4)
     torch.testing.assert_close(null, ref_null, atol=2e-4, rtol=1e-4)

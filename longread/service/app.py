@@ -77,9 +77,9 @@ class AskRequest(BaseModel):
     max_answer_tokens: Optional[int] = None
     allow_no_answer: Optional[bool] = Field(None, description="may answer 'not in the document' (default: "
                                                               "the reader's setting)")
-    read: Optional[Literal["auto", "all"]] = Field(None, description="auto: read the chunks ranked most relevant "
-                                                                    "(coarse to fine); all: every chunk (default: "
-                                                                    "the reader's setting)")
+    read: Optional[Literal["auto", "all"]] = Field(
+        None, description="auto: read the chunks ranked most relevant (coarse to fine); all: every chunk "
+                          "(default: the reader's setting)")
     attention: bool = Field(False, description="also return each question's attention share per chunk")
 
 

@@ -33,7 +33,9 @@ from ..checkpoints import load_hf_model
 from ..layout import LayoutConfig
 from ..lora import count, trainable_delta
 from ..metrics import squad_em_f1
-from ..reader import CONFIG_NAME, DELTA_NAME, ReaderConfig, _base_model_dir, apply_delta, default_dtype
+from ..checkpoints import base_model_dir
+from ..devices import default_dtype
+from ..reader import CONFIG_NAME, DELTA_NAME, ReaderConfig, apply_delta
 from .corpora import load_corpus
 from .grouped import NULL, GroupBuilder, add_foreign_negatives, batches, collate, grouped_forward, grouped_loss
 
@@ -81,7 +83,7 @@ def parse_args(argv=None):
 
 
 def build_model(args):
-    base_dir = _base_model_dir(BASE)
+    base_dir = base_model_dir(BASE)
     model, _ = load_hf_model(base_dir, attention_window=(args.window, args.window),
                              question_free_layers=args.question_free_layers, chunk_signal=True)
     torch.nn.init.normal_(model.qa_head.weight, std=0.02)

@@ -29,7 +29,8 @@ from ..decoding import best_spans
 from ..layout import LayoutConfig
 from ..lora import FULL_TRAIN, add_lora, count, is_adapter, trainable_delta
 from ..metrics import squad_em_f1
-from ..reader import CONFIG_NAME, DELTA_NAME, ReaderConfig, _base_model_dir
+from ..checkpoints import base_model_dir
+from ..reader import CONFIG_NAME, DELTA_NAME, ReaderConfig
 from .cloze import cloze_records
 from .data import batches, build_examples, collate, load_squad_records
 from .recurring_spans import recurring_span_records
@@ -180,7 +181,7 @@ def main(argv=None):
 
     from transformers import AutoTokenizer
 
-    base_dir = _base_model_dir(BASE)
+    base_dir = base_model_dir(BASE)
     tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
     enc_overrides = dict(attention_window=(args.window, args.window),
                          question_free_layers=args.question_free_layers, chunk_signal=True)

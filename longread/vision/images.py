@@ -40,7 +40,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from ..document import Document, DocumentImage
+from ..document_types import Document, DocumentImage
 from ..errors import ImageAnchorError, ImageReadError, ImageSkippedWarning, ImageTooLargeError
 
 MAX_SIDE = 2048
