@@ -79,6 +79,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--docs", type=int, default=None,
                    help="documents per task and length (niah_single: per depth; covidqa: articles) (default 2)")
     p.add_argument("--questions", type=int, default=2, help="questions per qa_xquad / covidqa document")
+    p.add_argument("--questions-per-cell", type=int, default=None,
+                   help="documents per task and length so that every cell has at least this many questions "
+                        "(overrides --docs; niah_single: per depth, rounded up)")
     p.add_argument("--top-chunks", type=int, default=4, help="retrieve-read: chunks read per question")
     p.add_argument("--longformer-max-tokens", type=int, default=4096,
                    help="longformer: longest input (question included); longer documents are truncated")
@@ -112,6 +115,14 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         if any(n < 256 for n in args.lengths):
             p.error("--lengths must be at least 256 tokens")
     return args
+
+
+def docs_for_questions(task: str, questions: int, depths: int, per_doc: int) -> int:
+    """Documents per (task, length) that give at least ``questions`` questions: niah_single asks
+    one per document and makes one per depth; niah_multikey asks each of its 4 keys;
+    niah_multivalue one; qa_xquad and covidqa up to ``per_doc``."""
+    asked = {"niah_single": depths, "niah_multikey": 4, "niah_multivalue": 1}.get(task, per_doc)
+    return -(-questions // asked)
 
 
 # ----------------------------------------------------------------------------- systems
@@ -403,7 +414,9 @@ def render_markdown(result: dict) -> str:
         f"transformers {env['transformers_version']}, {env['date']}",
         f"- command: `{env['command']}`",
         f"- model: {result['model']['model']} ({result['model']['dtype']})",
-        f"- lengths {s['lengths']}, depths {s['depths']}, {s['docs']} document(s) per task and length, "
+        f"- lengths {s['lengths']}, depths {s['depths']}, "
+        + (f"at least {s['questions_per_cell']} questions per task and length, " if s.get("questions_per_cell")
+           else f"{s['docs']} document(s) per task and length, ") +
         f"seed {s['seed']}",
         "", "## Accuracy (hit %) by length", "", pivot, "", "## All measurements", "", table, "",
         "hit = a gold answer is a substring of the normalised prediction (RULER's string match); EM/F1: SQuAD. "
@@ -513,12 +526,15 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     samples: List[T.Sample] = []
     for task in tqdm(args.tasks, desc="building tasks", unit="task"):
         per = QUICK["articles"] if (task == "covidqa" and args.quick) else args.docs
+        if args.questions_per_cell:
+            per = docs_for_questions(task, args.questions_per_cell, len(args.depths), args.questions)
         samples += T.build_samples(task, lengths, args.depths, per, tokens, data["wiki"], data["xquad"],
                                    data["covidqa"], seed=args.seed, max_questions=args.questions)
     env = environment(device, "eval/long_context.py", argv)
     result = {"environment": env, "model": reader_description(reader, args.model),
               "settings": {"lengths": lengths, "tasks": args.tasks, "systems": args.systems, "depths": args.depths,
-                           "docs": args.docs, "questions": args.questions, "top_chunks": args.top_chunks,
+                           "docs": args.docs, "questions": args.questions,
+                           "questions_per_cell": args.questions_per_cell, "top_chunks": args.top_chunks,
                            "longformer_max_tokens": args.longformer_max_tokens, "quick": args.quick,
                            "seed": args.seed, "data": data["paths"]},
               "memory_kind": ("torch.cuda.max_memory_allocated over each document" if device.type == "cuda" else

@@ -191,7 +191,7 @@ def main(argv=None):
         opt.step()
         step += 1
         if step % 50 == 0:
-            rec = {"step": step, "loss": round(float(loss), 4), "minutes": round((time.time() - t0) / 60, 2),
+            rec = {"step": step, "loss": round(loss.item(), 4), "minutes": round((time.time() - t0) / 60, 2),
                    "prior_weight": round(float(head.prior_weight), 3)}
             print(rec, flush=True)
             log.write(json.dumps(rec) + "\n")
