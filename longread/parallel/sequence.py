@@ -152,9 +152,10 @@ def shard_retrieval_prior(reader, prepared: PreparedDocument, question: str, sha
 def sequence_parallel_answer(reader, doc, question: str, group=None, top_k: Optional[int] = None,
                              max_answer_tokens: Optional[int] = None, images: Optional[Sequence] = None,
                              allow_no_answer: Optional[bool] = None):
-    """``reader.answer(doc, question)`` computed by every rank of ``group`` together: each rank
-    encodes one shard, and every rank returns the same ``Answer`` (with alternatives). Call it on
-    every rank with the same arguments after ``torch.distributed.init_process_group``."""
+    """``reader.answer(doc, question, read="all")`` computed by every rank of ``group`` together:
+    each rank encodes one shard, and every rank returns the same ``Answer`` (with alternatives).
+    Every chunk is read (coarse-to-fine reading is single-process). Call it on every rank with the
+    same arguments after ``torch.distributed.init_process_group``."""
     if not isinstance(doc, PreparedDocument):
         doc = load_document(doc)
     if isinstance(doc, PreparedDocument):
@@ -189,4 +190,6 @@ def sequence_parallel_answer(reader, doc, question: str, group=None, top_k: Opti
         p_null = None if null is None else distributed_null_probability(
             shard.start_logits, shard.end_logits, null, reader.config.temperature, group)
     allow = reader.config.no_answer if allow_no_answer is None else bool(allow_no_answer)
-    return reader.assemble_answer(prepared, spans, question, p_null, allow)
+    answer = reader.assemble_answer(prepared, spans, question, p_null, allow)
+    answer.chunks_read = list(range(prepared.tokens.num_chunks))
+    return answer
