@@ -210,11 +210,28 @@ class LongReaderModel(nn.Module):
         return self.run_layers(x, 0, self.config.question_free_layers, 0, key_padding_mask, window=(lq, lq))
 
     def encode_document(self, input_ids, position_ids, token_type_ids,
-                        key_padding_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+                        key_padding_mask: Optional[torch.Tensor] = None,
+                        slice_tokens: Optional[int] = None) -> torch.Tensor:
         """Document tokens (B, Nd) through the question-free layers (sliding window only).
-        Independent of the question: the reader caches it. Returns (B, Nd, hidden)."""
-        x = self.embed(input_ids, position_ids, token_type_ids)
-        return self.run_layers(x, 0, self.config.question_free_layers, 0, key_padding_mask)
+        Independent of the question: the reader caches it. Returns (B, Nd, hidden).
+        ``slice_tokens``: encode ``slice_tokens`` tokens at a time, each slice with a halo of
+        ``question_free_layers x window`` tokens on both sides (the receptive field of those
+        layers), so the result is the same and the working memory is one slice's."""
+        n, k = input_ids.shape[1], self.config.question_free_layers
+        halo = k * max(self.config.attention_window)
+        if slice_tokens is None or k == 0 or n <= slice_tokens + 2 * halo:
+            x = self.embed(input_ids, position_ids, token_type_ids)
+            return self.run_layers(x, 0, k, 0, key_padding_mask)
+        out = None
+        for a in range(0, n, slice_tokens):
+            b = min(n, a + slice_tokens)
+            lo, hi = max(0, a - halo), min(n, b + halo)
+            mask = None if key_padding_mask is None else key_padding_mask[:, lo:hi]
+            part = self.encode_document(input_ids[:, lo:hi], position_ids[:, lo:hi], token_type_ids[:, lo:hi], mask)
+            if out is None:
+                out = part.new_empty(part.shape[0], n, part.shape[-1])
+            out[:, a:b] = part[:, a - lo:b - lo]
+        return out
 
     def read(self, question_states, doc_states, chunk_ids: Optional[torch.Tensor] = None, num_chunks: int = 0,
              question_mask: Optional[torch.Tensor] = None, doc_mask: Optional[torch.Tensor] = None,

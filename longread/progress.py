@@ -54,15 +54,15 @@ def progress_setting(enabled: Optional[bool]):
 
 @contextmanager
 def layer_progress(layers: Sequence, tokens: int, desc: str, enabled: Optional[bool] = None):
-    """Advance a bar by ``tokens`` each time one of ``layers`` (torch modules) finishes a forward
-    pass: total = len(layers) * tokens, unit "tok"."""
+    """Advance a bar by the tokens of each forward pass one of ``layers`` (torch modules)
+    finishes (its output's second dimension): total = len(layers) * tokens, unit "tok"."""
     if not progress_enabled(enabled) or not len(layers):
         yield None
         return
     bar = progress(total=len(layers) * tokens, desc=desc, unit="tok", enabled=True, unit_scale=True)
 
-    def advance(*_):                      # returns None: the layer's output is left as it is
-        bar.update(tokens)
+    def advance(_module, _args, output):  # returns None: the layer's output is left as it is
+        bar.update(min(int(output.shape[1]), tokens))
 
     hooks = [layer.register_forward_hook(advance) for layer in layers]
     try:

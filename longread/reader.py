@@ -32,6 +32,7 @@ DELTA_NAME = "delta.safetensors"
 FUSION_NAME = "fusion.safetensors"
 SELECTOR_NAME = "selector.safetensors"
 CONTEXT_CHARS = 160
+ENCODE_SLICE = 1 << 16    # tokens encoded at a time by the question-free layers (plus halos)
 # encoder fields a reader sets on top of an imported base checkpoint
 _READER_ONLY_FIELDS = ("attention_window", "question_free_layers", "chunk_signal", "hidden_dropout_prob",
                        "gradient_checkpointing")
@@ -310,8 +311,11 @@ class Reader:
         cfg = self.model.config
         left, right = cfg.attention_window
         bytes_per = torch.finfo(self.dtype).bits // 8
-        # hidden states and their projections (~8 per token) plus attention scores of one layer
-        need = n * (8 * cfg.hidden_size + 2 * cfg.num_attention_heads * (left + right + 64)) * bytes_per
+        # the cached states of every token, plus the working set of one slice of the encoding:
+        # hidden states and their projections (~8 per token) and attention scores of one layer
+        work = min(n, ENCODE_SLICE + 2 * cfg.question_free_layers * max(left, right))
+        need = (n * cfg.hidden_size + work * (8 * cfg.hidden_size + 2 * cfg.num_attention_heads * (left + right + 64))
+                ) * bytes_per
         if self.device.type == "cuda":
             free = torch.cuda.mem_get_info(self.device)[0]
         else:
@@ -330,7 +334,8 @@ class Reader:
             to = lambda t: t.to(self.device)  # noqa: E731
             k = self.model.config.question_free_layers
             with layer_progress(self.model.layers[:k], d.input_ids.shape[1], "encoding document", self.progress):
-                prepared.states = self.model.encode_document(to(d.input_ids), to(d.position_ids), to(d.token_type_ids))
+                prepared.states = self.model.encode_document(to(d.input_ids), to(d.position_ids), to(d.token_type_ids),
+                                                             slice_tokens=ENCODE_SLICE)
             prepared.states_key, prepared.summaries = key, None
         return prepared.states
 

@@ -366,3 +366,36 @@ def test_reader_ranks_chunks_with_its_selector_and_saves_it(reader, tmp_path):
     assert loaded.selector is not None
     for k, v in selector.state_dict().items():
         torch.testing.assert_close(loaded.selector.state_dict()[k], v)
+
+
+@pytest.mark.parametrize("slice_tokens", [20, 57, 100])
+def test_sliced_document_encoding_equals_the_whole(reader, slice_tokens):
+    """The question-free layers encoded in slices (each with a halo of layers x window tokens)
+    give the states of encoding the whole document at once; the reader's memory check counts one
+    slice's working set, not the whole document's."""
+    prepared = reader.prepare(document())
+    d = prepared.inputs
+    with torch.inference_mode():
+        whole = reader.model.encode_document(d.input_ids, d.position_ids, d.token_type_ids)
+        sliced = reader.model.encode_document(d.input_ids, d.position_ids, d.token_type_ids,
+                                              slice_tokens=slice_tokens)
+    assert d.input_ids.shape[1] > 3 * slice_tokens
+    torch.testing.assert_close(sliced, whole, atol=1e-5, rtol=1e-5)
+    # a halo one token short changes the states near the cuts: the halo is not larger than needed
+    k, w = reader.model.config.question_free_layers, max(reader.model.config.attention_window)
+    x = reader.model.embed(d.input_ids, d.position_ids, d.token_type_ids)
+    with torch.inference_mode():
+        cut = reader.model.run_layers(x[:, : slice_tokens + k * w - 1], 0, k, 0)
+    assert (cut[0, :slice_tokens] - whole[0, :slice_tokens]).abs().max() > 1e-4
+
+
+def test_memory_check_counts_one_slice(reader, monkeypatch):
+    import longread.reader as reader_module
+
+    monkeypatch.setattr(reader_module, "available_memory", lambda: 8 * 2**30)
+    reader._check_fits(1 << 20)               # a 1M-token document fits in 8 GiB at this size
+    monkeypatch.setattr(reader_module, "available_memory", lambda: 2**20)
+    from longread.errors import DocumentTooLargeError
+
+    with pytest.raises(DocumentTooLargeError, match="split the document"):
+        reader._check_fits(1 << 20)
