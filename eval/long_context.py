@@ -2,12 +2,17 @@
 
 Tasks (``eval/tasks.py``, generated from ``../shared/data``, deterministic by ``--seed``):
 niah_single (depth x length grid), niah_multikey, niah_multivalue, qa_xquad (an XQuAD paragraph
-among other paragraphs), covidqa (whole COVID-QA articles, as they are).
+among other paragraphs), covidqa (whole COVID-QA articles, as they are), multihop (the question's
+key is linked in one place to a holder whose value is stated half the document away).
 
 Systems, all on the same weights (the reader's; ``--model`` or the shipped default):
 
 * ``longread``: the reader on ``--device``; ``longread-cpu``: the same on the CPU (only when
   ``--device`` is a GPU). Further questions on a document reuse its cached question-free layers.
+  ``longread-all``: every chunk read. ``longread[option=value;...]``: the reader with those
+  ReaderConfig options (e.g. ``longread[read_confidence=0]``, ``longread[read_summaries=None]``);
+  such a variant reuses the document ``longread`` prepared (run both), so its first answer
+  excludes the question-free encoding and the passage embeddings.
 * ``reader-window``: the same stride-window recipe (384-token windows, stride 128, each window
   read alone, the most probable span over windows) with the reader's own forward and layout:
   the accuracy cost of windowing with nothing else changed.
@@ -38,9 +43,12 @@ Writes ``<out>/<name>.json``, ``<name>.md`` and ``<name>_{accuracy,depth,through
 from __future__ import annotations
 
 import argparse
+import ast
 import math
+import re
 import sys
 from collections import defaultdict
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -60,6 +68,7 @@ from longread.errors import LongreadError  # noqa: E402
 from longread.metrics import normalize_answer, text_em_f1  # noqa: E402
 
 SYSTEMS = ("longread", "longread-all", "longread-cpu", "reader-window", "hf-window", "retrieve-read", "longformer")
+VARIANT = re.compile(r"^longread\[(.+)\]$")     # longread[option=value;...]: ReaderConfig options
 CPU_LENGTHS = (4096, 16384, 65536)
 GPU_LENGTHS = (4096, 16384, 65536, 131072, 262144, 1048576)
 DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -100,8 +109,16 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     args.systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    for name in args.systems:
+        if VARIANT.match(name):
+            try:
+                variant_options(name)
+            except (ValueError, SyntaxError, LongreadError) as e:
+                p.error(f"--systems {name}: {e}")
+            if "longread" not in args.systems:
+                p.error(f"--systems {name} reuses the documents longread prepares: add longread")
     for kind, given, known in (("tasks", args.tasks, T.TASKS), ("systems", args.systems, SYSTEMS)):
-        bad = sorted(set(given) - set(known))
+        bad = sorted(g for g in set(given) - set(known) if not (kind == "systems" and VARIANT.match(g)))
         if bad or not given:
             p.error(f"unknown or empty --{kind} {bad}; choose from {', '.join(known)}")
     args.depths = ([float(x) for x in args.depths.split(",")] if args.depths
@@ -121,8 +138,26 @@ def docs_for_questions(task: str, questions: int, depths: int, per_doc: int) -> 
     """Documents per (task, length) that give at least ``questions`` questions: niah_single asks
     one per document and makes one per depth; niah_multikey asks each of its 4 keys;
     niah_multivalue one; qa_xquad and covidqa up to ``per_doc``."""
-    asked = {"niah_single": depths, "niah_multikey": 4, "niah_multivalue": 1}.get(task, per_doc)
+    asked = {"niah_single": depths, "niah_multikey": 4, "niah_multivalue": 1, "multihop": 4}.get(task, per_doc)
     return -(-questions // asked)
+
+
+def variant_options(name: str) -> dict:
+    """``longread[a=1;b=None]`` -> {"a": 1, "b": None}, checked against ReaderConfig's fields."""
+    from longread.reader import ReaderConfig
+
+    known = {f.name for f in fields(ReaderConfig)}
+    options = {}
+    for item in VARIANT.match(name).group(1).split(";"):
+        key, sep, value = (part.strip() for part in item.partition("="))
+        if not sep or key not in known:
+            raise ValueError(f"{item!r} is not option=value with a ReaderConfig option ({', '.join(sorted(known))})")
+        try:
+            options[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            options[key] = value                               # a bare word: a string option
+    replace(ReaderConfig(), **options)                         # the reader's own checks
+    return options
 
 
 # ----------------------------------------------------------------------------- systems
@@ -130,22 +165,29 @@ class LongreadSystem:
     """The reader: a document is prepared once; its question-free encoding is cached.
     ``read``: "auto" (coarse to fine: the chunks ranked most relevant) or "all" (every chunk)."""
 
-    def __init__(self, reader, read: str = "auto"):
-        self.reader, self.device, self.read = reader, reader.device, read
+    def __init__(self, reader, read: str = "auto", shared: bool = False, **options):
+        self.reader, self.device, self.read, self.options = reader, reader.device, read, options
+        self.shared = shared                  # reuse the document another system prepared
 
     def open(self, text: str):
-        self.reader._cache.clear()            # every document starts uncached
+        if not self.shared:
+            self.reader._cache.clear()        # every document starts uncached
         return self.reader.prepare(text)
 
     def ask(self, state, question: str) -> dict:
-        a = self.reader.answer(state, question=question, read=self.read)
+        config = self.reader.config
+        self.reader.config = replace(config, **self.options)
+        try:
+            a = self.reader.answer(state, question=question, read=self.read)
+        finally:
+            self.reader.config = config
         starts = state.tokens.chunk_starts
         read = sum(int(starts[c + 1] - starts[c]) for c in a.chunks_read)
         return {"text": a.text, "start": a.start, "end": a.end, "tokens_read": read,
                 "tokens_encoded": state.num_tokens}
 
     def close(self) -> None:
-        self.reader._cache.clear()
+        pass                                  # the next document's open() clears the cache
 
 
 class WindowSystem:
@@ -357,7 +399,8 @@ def summarize(records: List[dict]) -> List[dict]:
             row["error"] = rs[0]["error"]
         rows.append(row)
     order = {s: i for i, s in enumerate(SYSTEMS)}
-    return sorted(rows, key=lambda r: (T.TASKS.index(r["task"]), r["length"], order[r["system"]]))
+    return sorted(rows, key=lambda r: (T.TASKS.index(r["task"]), r["length"], order.get(r["system"], 0.5),
+                                       r["system"]))
 
 
 def targets(rows: List[dict]) -> dict:
@@ -495,6 +538,9 @@ def build_systems(args, reader, samples, result) -> dict:
         systems["longread"] = LongreadSystem(reader)
     if "longread-all" in args.systems:
         systems["longread-all"] = LongreadSystem(reader, read="all")
+    for name in args.systems:
+        if VARIANT.match(name):
+            systems[name] = LongreadSystem(reader, shared=True, **variant_options(name))
     if "longread-cpu" in args.systems and reader.device.type != "cpu":
         systems["longread-cpu"] = LongreadSystem(load_reader(args.model, device="cpu"))
     if "reader-window" in args.systems:

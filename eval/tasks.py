@@ -8,6 +8,12 @@
 * ``qa_xquad``: an XQuAD-en paragraph with its questions at a stated depth among other XQuAD
   paragraphs (other articles) and then Wikipedia leads (as RULER builds its SQuAD task).
 * ``covidqa``: COVID-QA articles as they are (no padding, no truncation).
+* ``multihop``: two hops in different parts of the document. Four link sentences "The special
+  magic number for <key> is the number kept by the <holder>." and, about half the document away
+  from each, "The <holder> keeps the number <value>."; the question asks for the key's number (as
+  in niah), so the sentence that holds the answer never mentions the key: a reader must find the
+  link first, then its holder's value. Each key is asked; the other holders' values are
+  distractors.
 
 Every needle, value and answer is an exact span: ``sample.text[s:e] == answer`` for every
 ``(s, e)`` in ``qa.spans``. Lengths are in tokens of the tokenizer passed in; depth is the share
@@ -23,9 +29,15 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-TASKS = ("niah_single", "niah_multikey", "niah_multivalue", "qa_xquad", "covidqa")
+TASKS = ("niah_single", "niah_multikey", "niah_multivalue", "qa_xquad", "covidqa", "multihop")
 NEEDLE = "One of the special magic numbers for {key} is: {value}."
 NEEDLE_QUESTION = "What is the special magic number for {key}?"
+LINK = "The special magic number for {key} is the number kept by the {holder}."
+HOLDER = "The {holder} keeps the number {value}."
+_HOLDERS = ("keeper of the north gate", "miller of the old bridge", "abbess of the hill convent",
+            "ferryman of the lower ford", "warden of the salt marsh", "smith of the copper lane",
+            "archivist of the east tower", "shepherd of the far pasture", "captain of the river guard",
+            "weaver of the market row", "gardener of the royal orchard", "clerk of the grain exchange")
 PARAGRAPH = "\n\n"
 _SENTENCE_START = re.compile(r"(?<=[.!?])\s+(?=\S)|\n\s*\n")
 _ADJECTIVES = ("amber ancient brave calm clever crimson curious distant eager fierce gentle golden hollow "
@@ -220,6 +232,30 @@ def needle_sample(task: str, hay: Haystack, length: int, depth: float, seed: int
     return Sample(task, length, f"{task}:{length}:{index}", text, total, qas)
 
 
+def multihop_sample(hay: Haystack, length: int, depth: float, seed: int, index: int, n_links: int = 4) -> Sample:
+    """One multihop document of ``length`` tokens: the first link sentence at ``depth``, its
+    holder's value sentence at ``(depth + 0.5) mod 1``; the other links at random depths, each with
+    its value half the document away."""
+    rng = np.random.default_rng([seed, length, index, TASKS.index("multihop")])
+    keys, values = _keys(rng, n_links), _values(rng, n_links)
+    holders = [_HOLDERS[int(i)] for i in rng.choice(len(_HOLDERS), size=n_links, replace=False)]
+    links = [LINK.format(key=k, holder=h) for k, h in zip(keys, holders)]
+    facts = [HOLDER.format(holder=h, value=v) for h, v in zip(holders, values)]
+    link_depths = [depth] + [float(d) for d in rng.uniform(0.0, 1.0, size=n_links - 1)]
+    fact_depths = [(d + 0.5) % 1.0 for d in link_depths]
+    pieces = links + facts
+    n_piece_tokens = sum(hay.tokens.count(p) for p in pieces)
+    order = np.random.default_rng([seed, length, 1]).permutation(len(hay.passages))
+    base = hay.filler(length - n_piece_tokens, order)
+    text, starts, tdepths, total = insert_at_depths(base, pieces, link_depths + fact_depths, hay.tokens)
+    qas = []
+    for i, (k, v) in enumerate(zip(keys, values)):
+        s0 = starts[n_links + i] + facts[i].index(v)
+        qas.append(QA(NEEDLE_QUESTION.format(key=k), [v], [(s0, s0 + len(v))], link_depths[i],
+                      tdepths[n_links + i]))
+    return Sample("multihop", length, f"multihop:{length}:{index}", text, total, qas)
+
+
 # ----------------------------------------------------------------------------- QA tasks
 def qa_sample(paragraph: dict, hay: Haystack, n_distractors: int, length: int, depth: float, seed: int,
               index: int, max_questions: int = 2) -> Sample:
@@ -282,6 +318,8 @@ def build_samples(task: str, lengths: Sequence[int], depths: Sequence[float], pe
             if task == "qa_xquad":
                 para = paragraphs[int(order[i % len(order)])]
                 samples.append(qa_sample(para, hay, len(xquad), length, depth, seed, i, max_questions))
+            elif task == "multihop":
+                samples.append(multihop_sample(hay, length, depth, seed, i))
             else:
                 samples.append(needle_sample(task, hay, length, depth, seed, i))
     return samples

@@ -4,8 +4,8 @@ In the last question-aware layer the question tokens are global: each attends to
 ``[question | chunk summaries | document tokens]``. A chunk's weight is the share of that
 attention landing on the chunk (its summary token plus its own tokens), averaged over heads and
 question tokens (and over the reads, when coarse-to-fine reading reads in rounds: a chunk not
-read gets only its summary's share). The weights of all chunks sum to 1 minus the share the
-question keeps on itself.
+read gets only its summary's share, and none when its summary is not among those read). The
+weights of all chunks sum to 1 minus the share the question keeps on itself.
 
     ans, weights = answer_with_attention(reader, doc, "Who?")     # weights: (num_chunks,) float
 """
@@ -33,6 +33,7 @@ class ChunkAttention:
         self.token_chunk = torch.as_tensor(prepared.inputs.token_chunk, dtype=torch.long)
         self._captured = []
         self._gather = None
+        self._summary_chunks = torch.arange(self.summaries)   # chunk of each summary token in the read
         self._hook = None
         self._thread = None
 
@@ -50,32 +51,39 @@ class ChunkAttention:
         if self.reader is not None:
             self.reader.read_observers.remove(self._layout)
 
-    def _layout(self, layout):
+    def _layout(self, layout, summary_chunks):
         if threading.get_ident() == self._thread:
             self._gather = layout.gather          # (L,) document token of each read position, -1: gap
+            self._summary_chunks = summary_chunks
 
     def _grab(self, module, args):
         if threading.get_ident() != self._thread:
             return
         x, _window, num_global, key_padding_mask = args[:4]
-        if num_global <= self.summaries:
+        rows = args[5] if len(args) > 5 else None          # x holds only these rows of the read
+        length = x.shape[1] if rows is None else key_padding_mask.shape[1]
+        summary_chunks = self._summary_chunks
+        if num_global <= len(summary_chunks):
             return
         gather = self._gather
-        if gather is not None and x.shape[1] == num_global + len(gather):            # a read of some chunks
+        if gather is not None and length == num_global + len(gather):                # a read of some chunks
             doc_chunk = torch.where(gather >= 0, self.token_chunk[gather.clamp(min=0).cpu()], -1)
-        elif x.shape[1] == num_global + len(self.token_chunk):                        # every chunk
+        elif length == num_global + len(self.token_chunk):                            # every chunk
             doc_chunk = self.token_chunk
         else:
             return
-        self._captured.append((x.detach(), num_global - self.summaries, key_padding_mask, doc_chunk))
+        self._captured.append((x.detach(), num_global - len(summary_chunks), key_padding_mask, doc_chunk,
+                               summary_chunks, rows))
 
     def weights(self) -> Optional[np.ndarray]:
         """(C,) share of the question's attention on each chunk; None if no read was recorded."""
         if not self._captured:
             return None
         shares = []
-        for x, lq, mask, doc_chunk in self._captured:
-            key_chunk = torch.cat([torch.full((lq,), -1), torch.arange(self.summaries), doc_chunk])
+        for x, lq, mask, doc_chunk, summary_chunks, rows in self._captured:
+            key_chunk = torch.cat([torch.full((lq,), -1), summary_chunks, doc_chunk])
+            if rows is not None:                            # only the unmasked rows were computed
+                key_chunk, mask = key_chunk[rows.cpu()], None
             shares.append(question_attention_by_chunk(self.attn, x[0], lq, key_chunk, self.num_chunks,
                                                       None if mask is None else mask[0]))
         return np.mean(shares, axis=0)

@@ -136,10 +136,20 @@ class SelfAttention(nn.Module):
     def _heads(self, x):
         return rearrange(x, "b n (h d) -> b h n d", h=self.n_head).contiguous()
 
-    def forward(self, x, window, num_global, key_padding_mask, backend):
-        q, k, v = self._heads(self.q(x)), self._heads(self.k(x)), self._heads(self.v(x))   # (B, H, N, D)
+    def forward(self, x, window, num_global, key_padding_mask, backend, rows=None):
+        """``rows`` (M,): x holds only these positions of the N-long sequence (the others are
+        masked keys whose states nothing reads); attention sees them at their positions, with
+        zero q/k/v elsewhere, and every projection runs on the M rows alone."""
+        if rows is None:
+            q, k, v = self._heads(self.q(x)), self._heads(self.k(x)), self._heads(self.v(x))   # (B, H, N, D)
+        else:
+            n = key_padding_mask.shape[1]
+            place = lambda t: t.new_zeros(t.shape[0], n, t.shape[2]).index_copy_(1, rows, t)  # noqa: E731
+            q, k, v = (self._heads(place(proj(x))) for proj in (self.q, self.k, self.v))      # (B, H, N, D)
         y = sliding_window_attention(q, k, v, window=window, num_global=num_global,
                                      key_padding_mask=key_padding_mask, backend=backend)
+        if rows is not None:
+            y = y[:, :, rows]                                                     # (B, H, M, D)
         if self.global_projections and num_global > 0:
             # Longformer: global rows use their own projections over all keys (G x N, dense)
             qg = self._heads(self.q_global(x[:, :num_global]))                  # (B, H, G, D)
@@ -172,8 +182,8 @@ class Layer(nn.Module):
         self.attn = SelfAttention(cfg)
         self.mlp = MLP(cfg)
 
-    def forward(self, x, window, num_global, key_padding_mask, backend):
-        return self.mlp(self.attn(x, window, num_global, key_padding_mask, backend))
+    def forward(self, x, window, num_global, key_padding_mask, backend, rows=None):
+        return self.mlp(self.attn(x, window, num_global, key_padding_mask, backend, rows))
 
 
 class LongReaderModel(nn.Module):
@@ -191,9 +201,18 @@ class LongReaderModel(nn.Module):
         self.vision: Optional[nn.Module] = None          # patch encoder for those layers
 
     def run_layers(self, x, start: int, end: int, num_global: int,
-                   key_padding_mask: Optional[torch.Tensor] = None, window=None):
-        """Layers ``[start, end)`` on hidden states x (B, N, hidden); the first num_global are global."""
+                   key_padding_mask: Optional[torch.Tensor] = None, window=None, compact: bool = False):
+        """Layers ``[start, end)`` on hidden states x (B, N, hidden); the first num_global are global.
+        ``compact`` (inference, B = 1): only the unmasked rows are computed (masked rows, e.g. the
+        gaps between the runs of a partial read, come back as zeros); the unmasked rows' result
+        is the same."""
         window = tuple(window or self.config.attention_window)
+        if compact and key_padding_mask is not None and x.shape[0] == 1 and not torch.is_grad_enabled():
+            rows = key_padding_mask[0].nonzero()[:, 0]                            # (M,)
+            y = x[:, rows]
+            for layer in self.layers[start:end]:
+                y = layer(y, window, num_global, key_padding_mask, self.attention_backend, rows)
+            return x.new_zeros(x.shape).index_copy_(1, rows, y)
         for layer in self.layers[start:end]:
             if self.config.gradient_checkpointing and self.training:
                 x = torch.utils.checkpoint.checkpoint(layer, x, window, num_global, key_padding_mask,
@@ -259,7 +278,8 @@ class LongReaderModel(nn.Module):
             from longread.vision.fusion import run_fused_layers
             x = run_fused_layers(self, x, lq + num_chunks, mask, chunk_ids, image_context)
         else:
-            x = self.run_layers(x, self.config.question_free_layers, len(self.layers), lq + num_chunks, mask)
+            x = self.run_layers(x, self.config.question_free_layers, len(self.layers), lq + num_chunks, mask,
+                                compact=True)
         x = torch.cat([x[:, :lq], x[:, lq + num_chunks:]], dim=1)               # drop the summaries
         return self.span_logits(x)
 

@@ -62,13 +62,16 @@ class ReaderConfig:
     # coarse to fine (longread/selection.py): "auto" reads, on a document of more than
     # read_full_chunks chunks, the read_chunks chunks the passage prior ranks first with
     # read_neighbours on each side, and more (read_chunks at a time, up to read_max_chunks ranked
-    # chunks) while the best span's probability is below read_confidence; "all" reads every chunk
+    # chunks) while the best span's probability is below read_confidence; "all" reads every chunk.
+    # A partial read sees the summaries of the read_summaries chunks ranked first (None: of every
+    # chunk), so a question's cost does not grow with the document's length
     read: str = "auto"
     read_full_chunks: int = 16
     read_chunks: int = 4
     read_neighbours: int = 0
     read_max_chunks: int = 12
     read_confidence: float = 0.3
+    read_summaries: Optional[int] = 64
 
     def __post_init__(self):
         rules = {"max_answer_tokens": self.max_answer_tokens >= 1, "top_k": self.top_k >= 1,
@@ -80,7 +83,8 @@ class ReaderConfig:
                  "read": self.read in READ_MODES, "read_full_chunks": _whole(self.read_full_chunks, 0),
                  "read_chunks": _whole(self.read_chunks, 1), "read_neighbours": _whole(self.read_neighbours, 0),
                  "read_max_chunks": _whole(self.read_max_chunks, 1),
-                 "read_confidence": 0 <= self.read_confidence <= 1}
+                 "read_confidence": 0 <= self.read_confidence <= 1,
+                 "read_summaries": self.read_summaries is None or _whole(self.read_summaries, 1)}
         bad = [f"{k}={getattr(self, k)!r}" for k, ok in rules.items() if not ok]
         if bad:
             raise InvalidOptionError(
@@ -88,7 +92,7 @@ class ReaderConfig:
                 "temperatures > 0 (mbr_temperature >= 0, 0 = off), retrieval_weight >= 0, no_answer_threshold "
                 "finite, min_alternative_score and read_confidence in [0, 1], read one of "
                 f"{', '.join(READ_MODES)}, read_chunks and read_max_chunks whole numbers >= 1, read_full_chunks "
-                "and read_neighbours whole numbers >= 0")
+                "and read_neighbours whole numbers >= 0, read_summaries a whole number >= 1 or None (every chunk)")
 
 
 @dataclass
@@ -170,7 +174,7 @@ class Reader:
         self._cache_size = cache_size
         self.progress: Optional[bool] = None      # progress bars: None = on a terminal, False = never
         self._retriever = None                    # loaded on first use when retrieval_weight > 0
-        self.read_observers: list = []            # called with each read's selection.ReadLayout
+        self.read_observers: list = []            # called with each read's selection.ReadLayout and summary chunks
         self.selector: Optional[ChunkSelector] = None   # learned chunk ranking (else the passage prior alone)
 
     # ---------------------------------------------------------------- loading and saving
@@ -375,24 +379,46 @@ class Reader:
         return start, end, null
 
     @torch.inference_mode()
-    def read(self, prepared: PreparedDocument, question: str, chunks: Sequence[int]):
-        """The question-aware layers on ``[question | every summary | the tokens of chunks]``
-        (sorted chunk indices; non-adjacent runs apart, see longread/selection.py). Returns
-        (token_index (m,), start (m,), end (m,), null (2,), run (m,)): the document token index of
-        each read token, its start/end logits, the no-answer slot's logits and each token's run."""
+    def encode_question(self, question: str) -> torch.Tensor:
+        """The question through the question-free layers: (1, Lq, hidden), reusable by every
+        :meth:`read` of that question."""
         q = question_inputs(question, self.tokenizer, self.config.layout)
+        to = lambda t: t.to(self.device)  # noqa: E731
+        return self.model.encode_question(to(q.input_ids), to(q.position_ids), to(q.token_type_ids))
+
+    @torch.inference_mode()
+    def read(self, prepared: PreparedDocument, question: Union[str, torch.Tensor], chunks: Sequence[int],
+             summary_chunks: Optional[Sequence[int]] = None):
+        """The question-aware layers on ``[question | summaries | the tokens of chunks]`` (sorted
+        chunk indices; non-adjacent runs apart, see longread/selection.py). ``question``: its text
+        or :meth:`encode_question`'s states. ``summary_chunks``: the chunks whose summaries are
+        read (sorted; default every chunk). Returns (token_index (m,), start (m,), end (m,),
+        null (2,), run (m,)): the document token index of each read token, its start/end logits,
+        the no-answer slot's logits and each token's run."""
         to = lambda t: t.to(self.device)  # noqa: E731
         states = self._document_states(prepared)
         summaries = self._summaries(prepared)
-        q_states = self.model.encode_question(to(q.input_ids), to(q.position_ids), to(q.token_type_ids))
+        q_states = question if isinstance(question, torch.Tensor) else self.encode_question(question)
         d = prepared.inputs
+        num_chunks = prepared.tokens.num_chunks
         chunks = list(chunks)
-        if not chunks or any(not 0 <= c < prepared.tokens.num_chunks for c in chunks) or chunks != sorted(set(chunks)):
-            raise InvalidOptionError(f"chunks must be distinct chunk indices in [0, {prepared.tokens.num_chunks}) "
-                                     f"in increasing order, got {chunks[:8]}{'...' if len(chunks) > 8 else ''}")
+        for name, given in (("chunks", chunks), ("summary_chunks", summary_chunks)):
+            if given is None:
+                continue
+            given = list(given)
+            if not given or any(not 0 <= c < num_chunks for c in given) or given != sorted(set(given)):
+                raise InvalidOptionError(f"{name} must be distinct chunk indices in [0, {num_chunks}) in increasing "
+                                         f"order, got {given[:8]}{'...' if len(given) > 8 else ''}")
+        num_summaries = d.num_chunks
+        if summaries is not None and summary_chunks is not None and len(summary_chunks) < d.num_chunks:
+            pick = to(torch.as_tensor(list(summary_chunks), dtype=torch.long))
+            summaries = (summaries[0][:, pick], summaries[1][:, pick])
+            num_summaries = len(summary_chunks)
         layout = read_layout(prepared.tokens.chunk_starts, chunks, max(self.model.config.attention_window))
+        summary_index = (torch.arange(num_summaries) if summary_chunks is None or num_summaries == d.num_chunks
+                         else torch.as_tensor(list(summary_chunks), dtype=torch.long))
         for observe in self.read_observers:
-            observe(layout)
+            observe(layout, summary_index)
         gather = to(layout.gather)
         real = gather >= 0
         whole = len(chunks) == prepared.tokens.num_chunks
@@ -400,9 +426,9 @@ class Reader:
         chunk_ids = to(d.chunk_ids) if whole else to(d.chunk_ids)[:, gather.clamp(min=0)]
         k = self.model.config.question_free_layers
         with layer_progress(self.model.layers[k:], doc.shape[1], "reading", self.progress):
-            out = self.model.read(q_states, doc, chunk_ids, d.num_chunks, doc_mask=None if whole else real[None],
+            out = self.model.read(q_states, doc, chunk_ids, num_summaries, doc_mask=None if whole else real[None],
                                   image_context=self._image_context(prepared), summaries=summaries)
-        lq = q.input_ids.shape[1]
+        lq = q_states.shape[1]
         null = torch.stack([out.start_logits[0, 0], out.end_logits[0, 0]]).float()
         start, end = out.start_logits[0, lq:], out.end_logits[0, lq:]
         if not whole:
@@ -450,31 +476,37 @@ class Reader:
         else:
             # rounds: the next-ranked chunks (and their neighbours) not read yet, read on their own,
             # until the best span is probable enough or read_max_chunks ranked chunks are in
-            scores = self.chunk_ranking_scores(prepared, question, passages)
+            q_states = self.encode_question(question)
+            scores = self.chunk_ranking_scores(prepared, q_states, passages)
             ranking = torch.argsort(scores, descending=True, stable=True).tolist()
             most = min(self.config.read_max_chunks, num_chunks)
+            limit = self.config.read_summaries
+            seen = None if limit is None or limit >= num_chunks else sorted(ranking[:limit])
             depth, done, reads = 0, set(), []
             while True:
                 depth = min(depth + self.config.read_chunks, most)
                 new = [c for c in with_neighbours(ranking[:depth], self.config.read_neighbours, num_chunks)
                        if c not in done]
                 if new:
-                    reads.append(self.read(prepared, question, new))
+                    reads.append(self.read(prepared, q_states, new, summary_chunks=seen))
                     done.update(new)
                 spans, p_null = self._decode(prepared, reads, passages, top_k, max_answer_tokens)
                 if spans[0].score >= self.config.read_confidence or depth >= most:
                     break
         answer = self.assemble_answer(prepared, spans, question, p_null, allow)
-        answer.chunks_read = sorted(int(c) for c in torch.unique(prepared.inputs.chunk_ids[0][
-            torch.cat([r[0] for r in reads])]).tolist())
+        answer.chunks_read = list(range(num_chunks)) if not selective else sorted(done)
         return answer
 
     @torch.inference_mode()
-    def chunk_ranking_scores(self, prepared: PreparedDocument, question: str, passages=None) -> torch.Tensor:
-        """(C,) float32 score of each chunk for ``question``, higher = read first: the passage
-        prior (best passage cosine), fused with the learned selector's pass over
-        ``[question | summaries]`` when the reader has one."""
+    def chunk_ranking_scores(self, prepared: PreparedDocument, question: Union[str, torch.Tensor],
+                             passages=None) -> torch.Tensor:
+        """(C,) float32 score of each chunk for ``question`` (its text, or :meth:`encode_question`'s
+        states with ``passages`` given), higher = read first: the passage prior (best passage
+        cosine), fused with the learned selector's pass over ``[question | summaries]`` when the
+        reader has one."""
         if passages is None:
+            if isinstance(question, torch.Tensor):
+                raise InvalidOptionError("chunk_ranking_scores needs the question's text, or passages with its states")
             from .retrieval import passage_cosines
 
             passages = passage_cosines(self.retriever, prepared, question)
@@ -482,11 +514,9 @@ class Reader:
         summaries = self._summaries(prepared) if self.selector is not None else None
         if summaries is None:
             return prior
-        q = question_inputs(question, self.tokenizer, self.config.layout)
-        to = lambda t: t.to(self.device)  # noqa: E731
-        q_states = self.model.encode_question(to(q.input_ids), to(q.position_ids), to(q.token_type_ids))
+        q_states = question if isinstance(question, torch.Tensor) else self.encode_question(question)
         q_out, s_out = selector_pass(self.model, q_states, summaries[0])
-        return self.selector(q_out, s_out, to(prior)[None])[0].float().cpu()
+        return self.selector(q_out, s_out, prior.to(self.device)[None])[0].float().cpu()
 
     def _ranks_chunks(self) -> bool:
         """Whether the passage prior can rank this reader's chunks: the retriever reads the

@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import json
 import random
+import re
 import sys
 from pathlib import Path
 
@@ -97,6 +98,32 @@ def test_needles_are_exact_and_at_their_depth(tasks, tokenizer, wiki, task):
         assert len(set(keys)) == 4 and len({qa.answers[0] for qa in samples[0].qas}) == 4
     if task == "niah_multivalue":
         assert len(samples[0].qas) == 1 and len(set(samples[0].qas[0].answers)) == 4
+
+
+def test_multihop_links_and_values_are_apart_and_exact(tasks, tokenizer, wiki):
+    """multihop: each key's link sentence names a holder, and that holder's value sentence (the
+    answer's span, exact) lies about half the document away and never names the key."""
+    toks = tasks.Tokens(tokenizer)
+    samples = tasks.build_samples("multihop", [1200, 3000], [0.1, 0.8], 1, toks, wiki, seed=5)
+    assert len(samples) == 2
+    for s in samples:
+        assert _count(tokenizer, s.text) == s.length == s.num_tokens
+        assert len(s.qas) == 4 and len({qa.answers[0] for qa in s.qas}) == 4
+        for qa in s.qas:
+            key = qa.question[len("What is the special magic number for "):-1]
+            link_text = re.escape(f"The special magic number for {key} is the number kept by the ")
+            link = re.search(link_text + r"([a-z ]+)\.", s.text)
+            holder = link.group(1)
+            (a, b), = qa.spans
+            value = qa.answers[0]
+            assert s.text[a:b] == value and value.isdigit() and len(value) == 7
+            fact = tasks.HOLDER.format(holder=holder, value=value)
+            fact_start = a - fact.index(value)
+            assert s.text[fact_start:fact_start + len(fact)] == fact and s.text.count(fact) == 1
+            assert key not in fact
+            gap = abs(_count(tokenizer, s.text[:fact_start]) - _count(tokenizer, s.text[:link.start()]))
+            assert gap >= 0.3 * s.num_tokens                   # the two hops are far apart
+            assert qa.token_depth == pytest.approx(_count(tokenizer, s.text[:fact_start]) / s.num_tokens)
 
 
 def test_tasks_are_deterministic_by_seed(tasks, tokenizer, wiki):
@@ -225,13 +252,14 @@ def test_quick_run_end_to_end(tmp_path):
     systems = ["longread", "reader-window", "hf-window", "retrieve-read", "longformer"]
     assert saved["settings"]["quick"] and saved["settings"]["lengths"] == [512]
     keys = {(r["task"], r["length"], r["system"]) for r in saved["rows"]}
-    expected = {(t, 512, s) for t in ("niah_single", "niah_multikey", "niah_multivalue", "qa_xquad") for s in systems}
+    expected = {(t, 512, s) for t in ("niah_single", "niah_multikey", "niah_multivalue", "qa_xquad", "multihop")
+                for s in systems}
     assert expected | {("covidqa", 0, s) for s in systems} == keys
     for r in saved["rows"]:
         assert r["errors"] == 0 and r["questions"] >= 1, r
         assert 0 <= r["em"] <= r["hit"] <= 100 and 0 <= r["f1"] <= 100
         assert r["first_answer_s"] > 0 and r["tokens_per_s"] > 0 and r["peak_memory_mb"] > 0
-        if r["task"] == "niah_multikey":
+        if r["task"] in ("niah_multikey", "multihop"):
             assert r["questions"] == 4 and r["further_question_s"] > 0
         if r["system"] == "longformer":
             assert r["tokens_read"] <= 4096

@@ -161,6 +161,81 @@ def test_reading_every_chunk_is_the_packed_forward(reader):
     torch.testing.assert_close(end, out.end_logits[0, lq:], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("summary_chunks", [[5], [0, 3, 7, 11], list(range(12))])
+def test_reading_with_some_summaries_is_the_model_on_those_summaries(reader, summary_chunks):
+    """summary_chunks: the read's global keys are the question and exactly those chunks'
+    summaries (checked against the explicit mask with only them); the default is every summary."""
+    prepared = reader.prepare(document())
+    question = "Who was the lighthouse keeper of Port Alden?"
+    chunks = [2, 3, 8]
+    token_index, start, end, null, run = reader.read(prepared, question, chunks, summary_chunks=summary_chunks)
+    q_states = reader.encode_question(question)
+    with torch.inference_mode():
+        states = reader._document_states(prepared)
+        summaries, _ = reader.model.summaries(states, prepared.inputs.chunk_ids, prepared.inputs.num_chunks)
+        ref_s, ref_e, ref_null = reference_logits(reader.model, q_states, states[:, token_index],
+                                                  summaries[:, summary_chunks], run,
+                                                  reader.model.config.attention_window)
+    torch.testing.assert_close(start, ref_s, atol=2e-4, rtol=1e-4)
+    torch.testing.assert_close(end, ref_e, atol=2e-4, rtol=1e-4)
+    torch.testing.assert_close(null, ref_null, atol=2e-4, rtol=1e-4)
+    # the states given instead of the text: the same read
+    again = reader.read(prepared, q_states, chunks, summary_chunks=summary_chunks)
+    torch.testing.assert_close(again[1], start, atol=0, rtol=0)
+    if len(summary_chunks) < prepared.tokens.num_chunks:
+        every = reader.read(prepared, question, chunks)
+        assert float((every[1] - start).abs().max()) > 2e-4        # fewer summaries change the read
+    for bad in ([], [4, 2], [prepared.tokens.num_chunks]):
+        with pytest.raises(InvalidOptionError, match="summary_chunks must be"):
+            reader.read(prepared, question, chunks, summary_chunks=bad)
+
+
+def test_auto_reads_the_summaries_of_the_chunks_ranked_first(reader):
+    """answer(read="auto") gives every round the summaries of the read_summaries chunks ranked
+    first (in document order); read_summaries=None gives all of them."""
+    prepared = reader.prepare(document())
+    question = "When did the observatory on Mount Serek open?"
+    ranking = torch.argsort(reader.chunk_ranking_scores(prepared, question), descending=True, stable=True).tolist()
+    seen = []
+    observe = lambda layout, summary_chunks: seen.append(summary_chunks.tolist())  # noqa: E731
+    reader.read_observers.append(observe)
+    reader.config.read_confidence, reader.config.read_summaries = 1.0, 3
+    try:
+        a = reader.answer(prepared, question)
+        reader.config.read_summaries = None
+        b = reader.answer(prepared, question)
+    finally:
+        reader.read_observers.remove(observe)
+        reader.config.read_confidence = ReaderConfig.read_confidence
+        reader.config.read_summaries = ReaderConfig.read_summaries
+    rounds = len(seen) // 2
+    assert rounds == 2 and a.chunks_read == b.chunks_read
+    assert seen[:rounds] == [sorted(ranking[:3])] * rounds
+    assert seen[rounds:] == [list(range(prepared.tokens.num_chunks))] * rounds
+
+
+@pytest.mark.parametrize("num_global", [0, 5, 40])
+def test_compact_layers_skip_masked_rows_with_the_same_result(reader, num_global):
+    """run_layers(compact=True) computes only the unmasked rows (masked ones, like the gaps of a
+    partial read, come back zero) and gives the unmasked rows the full layout's result."""
+    model = reader.model
+    g = torch.Generator().manual_seed(num_global)
+    x = torch.randn(1, 120, model.config.hidden_size, generator=g)
+    mask = torch.ones(1, 120, dtype=torch.bool)
+    mask[0, 50:61] = False                                          # a gap
+    mask[0, 100:103] = False
+    k = model.config.question_free_layers
+    with torch.inference_mode():
+        full = model.run_layers(x, k, model.config.num_hidden_layers, num_global, mask)
+        compact = model.run_layers(x, k, model.config.num_hidden_layers, num_global, mask, compact=True)
+    torch.testing.assert_close(compact[mask], full[mask], atol=1e-5, rtol=1e-5)
+    assert (compact[~mask] == 0).all()
+    with torch.no_grad():                                           # training shapes: not compacted
+        batch = model.run_layers(x.expand(2, -1, -1), k, model.config.num_hidden_layers, num_global,
+                                 mask.expand(2, -1), compact=True)
+    torch.testing.assert_close(batch[0], full[0], atol=1e-5, rtol=1e-5)
+
+
 def test_read_chunks_rejects_bad_chunk_lists(reader):
     prepared = reader.prepare(document())
     for bad in ([], [3, 1], [2, 2], [-1], [prepared.tokens.num_chunks]):
@@ -237,7 +312,8 @@ def test_read_options_are_checked(reader):
     with pytest.raises(InvalidOptionError, match="read must be one of"):
         reader.answer(document(sections=2), "a question?", read="some")
     for bad in (dict(read="fast"), dict(read_chunks=0), dict(read_max_chunks=0), dict(read_neighbours=-1),
-                dict(read_full_chunks=1.5), dict(read_confidence=1.5)):
+                dict(read_full_chunks=1.5), dict(read_confidence=1.5), dict(read_summaries=0),
+                dict(read_summaries=2.5)):
         with pytest.raises(InvalidOptionError):
             ReaderConfig(**bad)
 

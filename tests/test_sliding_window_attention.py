@@ -407,6 +407,17 @@ def test_global_covering_sequence_is_full_attention(backend, extra_global, windo
         torch.testing.assert_close(g, w, atol=2e-5, rtol=1e-5, msg=lambda m: f"{name}: {m}")
 
 
+@pytest.mark.parametrize("n", [64, 96])
+def test_full_query_rows_filling_whole_blocks(n):
+    """Every query row global with N a multiple of the torch path's block: no block is left for
+    the band pass, and the result is still full attention."""
+    q, k, v, do = make_qkv(2, 2, n, 16, torch.float32, seed_of("whole-blocks", n))
+    got = fwd_bwd(lambda a, b_, c: run_op(a, b_, c, "torch", window=(1, 2), num_global=n), q, k, v, do)
+    want = fwd_bwd(lambda a, b_, c: F.scaled_dot_product_attention(a, b_, c), q, k, v, do)
+    for name, g, w in zip(("out", "dq", "dk", "dv"), got, want):
+        torch.testing.assert_close(g, w, atol=2e-5, rtol=1e-5, msg=lambda m: f"{name}: {m}")
+
+
 @pytest.mark.parametrize("window", [44, 45, (44, 1000), 2 ** 40], ids=["N-1", "N", "(N-1,1000)", "2^40"])
 @pytest.mark.parametrize("backend", ALL_BACKENDS)
 def test_window_covering_sequence_is_full_attention(backend, window):
@@ -1022,7 +1033,7 @@ def test_far_key_blocks_never_visit_band_rows(backend, num_global, gq):
 
 
 GQ_BOUNDARY = [((15, 15), 17, 16), ((16, 16), 32, 31), ((1, 31), 33, 1), ((14, 0), 48, 32), ((0, 14), 31, 15),
-               ((2, 2), 64, 0), ((31, 30), 47, 17)]
+               ((2, 2), 64, 0), ((31, 30), 47, 17), ((1, 1), 70, 64), ((3, 3), 70, 70)]
 
 
 @pytest.mark.parametrize("window,num_global,gq", GQ_BOUNDARY,

@@ -8,7 +8,7 @@ so memory is O(N * (window + G)) (the mask, in bytes) instead of N^2, and no sco
 materialised by the fused kernel. Every row goes through this band pass, key-only global rows
 (``GQ <= i < G``) included: they see exactly the global keys and their band. Only the full
 query rows (``i < GQ``, ``GQ`` = num_global_queries) are a separate dense pass over all keys:
-O(GQ * N).
+O(GQ * N); blocks made only of such rows skip the band pass.
 
 Rows with no allowed key get one extra "sink" key (k = 0, v = 0) that only they may attend:
 their output is exactly zero and their gradients stay finite.
@@ -81,8 +81,9 @@ def blocked_sliding_window_attention(
     group = nb
     if not torch.is_grad_enabled():
         group = max(1, min(nb, _GROUP_ELEMENTS // max(1, bsz * heads * (G + span) * d)))
+    first = GQ // blk                          # blocks wholly made of full query rows skip the band pass
     outs = []
-    for b0 in range(0, nb, group):
+    for b0 in range(first, nb, group):
         b1 = min(nb, b0 + group)
         i = torch.arange(b0 * blk, b1 * blk, device=q.device).view(b1 - b0, blk, 1)          # query index
         j = (torch.arange(b0, b1, device=q.device).view(-1, 1, 1) * blk - left
@@ -101,7 +102,8 @@ def blocked_sliding_window_attention(
             gv = v[:, :, None, :G].expand(bsz, heads, b1 - b0, G, d)
             ks, vs = torch.cat([gk, ks], dim=-2), torch.cat([gv, vs], dim=-2)
         outs.append(_attend(q_blocks[:, :, b0:b1], ks, vs, allowed, softmax_scale))
-    out = torch.cat(outs, dim=2).reshape(bsz, heads, n_pad, d)[:, :, :n]
+    out = (torch.cat(outs, dim=2).reshape(bsz, heads, n_pad - first * blk, d)[:, :, :n - first * blk] if outs
+           else q.new_zeros(bsz, heads, 0, d))                                   # rows [first * blk, n)
 
     if GQ > 0:
         # full query rows: dense over all keys
@@ -110,7 +112,7 @@ def blocked_sliding_window_attention(
             g_allowed = key_padding_mask[:, None, None, :]
         g_out = _attend(q[:, :, None, :GQ], k[:, :, None], v[:, :, None],
                         g_allowed[:, :, None].expand(g_allowed.shape[0], 1, 1, GQ, n), softmax_scale)[:, :, 0]
-        out = torch.cat([g_out, out[:, :, GQ:]], dim=2)
+        out = torch.cat([g_out, out[:, :, GQ - first * blk:]], dim=2)
 
     if key_padding_mask is not None:
         out = out.masked_fill(~key_padding_mask[:, None, :, None], 0.0)
