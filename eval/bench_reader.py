@@ -68,6 +68,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--max-seq-len", type=int, default=384, help="hf-window: window length in tokens")
     p.add_argument("--doc-stride", type=int, default=128, help="hf-window: overlap between windows in tokens")
     p.add_argument("--hf-batch-size", type=int, default=16, help="hf-window: windows per forward pass")
+    p.add_argument("--hf-max-tokens", type=int, default=None,
+                   help="longest document given to hf-window (default: every length; each question re-reads "
+                        "the whole document, so 1M tokens take many minutes per question on a CPU)")
     p.add_argument("--longformer-max-tokens", type=int, default=None,
                    help="longest document given to the Longformer peer (default 20000 on CPU, 100000 on GPU)")
     p.add_argument("--quick", action="store_true", help="lengths 1000,2000 and 2 questions (a smoke test)")
@@ -107,9 +110,10 @@ def build_corpus(covid_path, wiki_path, tokenizer, max_tokens: int) -> Tuple[str
     parts = [d["context"].strip() for d in docs]
     wiki_texts = iter([v.get("extract", "").strip() for v in load_wiki(wiki_path).values()])
     chars_per_token = 3.0          # a low guess, so one extra round is rare
+    chars = sum(len(p) for p in parts) + 2 * (len(parts) - 1)      # of "\n\n".join(parts), kept up to date
     while True:
-        text = "\n\n".join(parts)
-        if len(text) >= max_tokens * chars_per_token:
+        if chars >= max_tokens * chars_per_token:
+            text = "\n\n".join(parts)
             offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True,
                                 verbose=False)["offset_mapping"]
             if len(offsets) >= max_tokens:
@@ -118,6 +122,7 @@ def build_corpus(covid_path, wiki_path, tokenizer, max_tokens: int) -> Tuple[str
             continue
         extra = next(wiki_texts, None)
         if extra is None:
+            text = "\n\n".join(parts)
             offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True,
                                 verbose=False)["offset_mapping"]
             if len(offsets) >= max_tokens:
@@ -125,6 +130,7 @@ def build_corpus(covid_path, wiki_path, tokenizer, max_tokens: int) -> Tuple[str
             raise SystemExit(f"--covidqa and --wiki hold only {len(offsets)} tokens; --lengths asks for {max_tokens}")
         if extra:
             parts.append(extra)
+            chars += len(extra) + 2
 
 
 def cut(text: str, offsets, n_tokens: int) -> str:
@@ -381,6 +387,19 @@ def render_markdown(result: dict) -> str:
                  "RSS, every loaded model included; '+MB over start': above the memory in use when that run began). "
                  "tokens/s = document tokens / time to first answer. "
                  "hf-window and longformer have no document cache: every question costs the same.")
+    hf_max = result["settings"].get("hf_max_tokens")
+    if hf_max:
+        lines.append(f"hf-window was run on lengths up to {hf_max:,} tokens only (--hf-max-tokens).")
+    by = {(r["system"], r["length"]): r for r in result["results"] if "error" not in r}
+    ratios = []
+    for n in result["settings"]["lengths"]:
+        hf, lr = by.get(("hf-window", n)), by.get(("longread", n))
+        if hf and lr and hf["further_question_s"] and lr["further_question_s"]:
+            ratios.append(f"{n:,} tokens: first answer {hf['first_question_s'] / lr['first_question_s']:.2f}x, "
+                          f"further question {hf['further_question_s'] / lr['further_question_s']:.1f}x")
+    if ratios:
+        lines.append("")
+        lines.append("hf-window time / longread time, side by side in this run: " + "; ".join(ratios) + ".")
     if "hf_conversion" in result:
         conv = result["hf_conversion"]
         lines.append("")
@@ -436,6 +455,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
               "settings": {"lengths": lengths, "questions": args.questions, "systems": args.systems,
                            "max_seq_len": args.max_seq_len, "doc_stride": args.doc_stride,
                            "hf_batch_size": args.hf_batch_size, "longformer_max_tokens": lf_max,
+                           "hf_max_tokens": args.hf_max_tokens,
                            "quick": args.quick, "covidqa": args.covidqa, "wiki": args.wiki},
               "results": []}
 
@@ -475,13 +495,14 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
             result["longformer"] = {**peer.describe(), "lengths": lf_lengths,
                                     "note": "random weights: speed peer only, answers are meaningless"}
 
-    total = sum(1 for n in lengths for s in systems if not (s == "longformer" and n > lf_max))
+    limits = {"longformer": lf_max, "hf-window": args.hf_max_tokens or max(lengths)}
+    total = sum(1 for n in lengths for s in systems if n <= limits.get(s, n))
     with tqdm(total=total, desc="bench", unit="run") as bar:
         for n in lengths:
             doc = cut(text, offsets, n)
             doc_tokens = n
             for name, impl in systems.items():
-                if name == "longformer" and n > lf_max:
+                if n > limits.get(name, n):
                     continue
                 bar.set_postfix(system=name, tokens=n)
                 try:

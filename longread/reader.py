@@ -62,15 +62,18 @@ class ReaderConfig:
     # coarse to fine (longread/selection.py): "auto" reads, on a document of more than
     # read_full_chunks chunks, the read_chunks chunks the passage prior ranks first with
     # read_neighbours on each side, and more (read_chunks at a time, up to read_max_chunks ranked
-    # chunks) while the best span's probability is below read_confidence; "all" reads every chunk.
-    # A partial read sees the summaries of the read_summaries chunks ranked first (None: of every
-    # chunk), so a question's cost does not grow with the document's length
+    # chunks) while the reader is unsure: the best span's probability is below read_confidence, or
+    # (readers with a no-answer slot) its verdict on what was read is "no answer". read_confidence
+    # is 0 by default: with the shipped reader, further rounds cost twice as much and found no more
+    # answers (docs/results/long_context_c2f2_cpu.md). "all" reads every chunk. A partial read sees
+    # the summaries of the read_summaries chunks ranked first (None: of every chunk), so a
+    # question's cost does not grow with the document's length
     read: str = "auto"
     read_full_chunks: int = 16
     read_chunks: int = 4
     read_neighbours: int = 0
     read_max_chunks: int = 12
-    read_confidence: float = 0.3
+    read_confidence: float = 0.0
     read_summaries: Optional[int] = 64
 
     def __post_init__(self):
@@ -491,7 +494,7 @@ class Reader:
                     reads.append(self.read(prepared, q_states, new, summary_chunks=seen))
                     done.update(new)
                 spans, p_null = self._decode(prepared, reads, passages, top_k, max_answer_tokens)
-                if spans[0].score >= self.config.read_confidence or depth >= most:
+                if depth >= most or not self._unsure(spans, p_null):
                     break
         answer = self.assemble_answer(prepared, spans, question, p_null, allow)
         answer.chunks_read = list(range(num_chunks)) if not selective else sorted(done)
@@ -501,22 +504,33 @@ class Reader:
     def chunk_ranking_scores(self, prepared: PreparedDocument, question: Union[str, torch.Tensor],
                              passages=None) -> torch.Tensor:
         """(C,) float32 score of each chunk for ``question`` (its text, or :meth:`encode_question`'s
-        states with ``passages`` given), higher = read first: the passage prior (best passage
-        cosine), fused with the learned selector's pass over ``[question | summaries]`` when the
-        reader has one."""
+        states with ``passages`` given), higher = read first: the passage prior
+        (``selection.chunk_scores``: best passage cosine + half the cosine to the chunk's mean
+        passage embedding), fused with the learned selector's pass over ``[question | summaries]``
+        when the reader has one."""
         if passages is None:
             if isinstance(question, torch.Tensor):
                 raise InvalidOptionError("chunk_ranking_scores needs the question's text, or passages with its states")
             from .retrieval import passage_cosines
 
             passages = passage_cosines(self.retriever, prepared, question)
-        prior = chunk_scores(*passages, prepared.inputs.token_chunk, prepared.tokens.num_chunks)
+        whole = (prepared.passages or {}).get((0, prepared.tokens.num_tokens))
+        prior = chunk_scores(*passages, prepared.inputs.token_chunk, prepared.tokens.num_chunks,
+                             passage_emb=None if whole is None else whole[1])
         summaries = self._summaries(prepared) if self.selector is not None else None
         if summaries is None:
             return prior
         q_states = question if isinstance(question, torch.Tensor) else self.encode_question(question)
         q_out, s_out = selector_pass(self.model, q_states, summaries[0])
         return self.selector(q_out, s_out, prior.to(self.device)[None])[0].float().cpu()
+
+    def _unsure(self, spans, p_null: Optional[float]) -> bool:
+        """Whether a partial read calls for another round: the best span is less probable than
+        ``read_confidence``, or the no-answer slot says the answer is not in what was read."""
+        if spans[0].score < self.config.read_confidence:
+            return True
+        return p_null is not None and (math.log(max(p_null, 1e-300)) - math.log(max(spans[0].score, 1e-300))
+                                       > self.config.no_answer_threshold)
 
     def _ranks_chunks(self) -> bool:
         """Whether the passage prior can rank this reader's chunks: the retriever reads the

@@ -43,7 +43,7 @@ def test_read_layout_gathers_runs_with_gaps():
     assert lay.run_of_token.tolist() == [0, 0, 0, 1, 1, 1, 1, 1]
 
 
-def test_chunk_scores_is_the_best_passage_of_each_chunk():
+def test_chunk_scores_is_the_best_passage_plus_the_chunk_mean():
     rng = np.random.default_rng(0)
     token_chunk = np.repeat(np.arange(5), [4, 6, 3, 5, 2])
     # passages: runs inside chunks (chunk 3 has two)
@@ -52,6 +52,20 @@ def test_chunk_scores_is_the_best_passage_of_each_chunk():
     expect = [float(cosine[[p for p in range(6) if token_chunk[int((token_passage == p).nonzero()[0])] == c]].max())
               for c in range(5)]
     torch.testing.assert_close(chunk_scores(token_passage, cosine, token_chunk, 5), torch.tensor(expect))
+    # with the passage embeddings: + mean_weight x the cosine to the chunk's normalised embedding sum
+    q = torch.nn.functional.normalize(torch.tensor(rng.normal(size=8), dtype=torch.float32), dim=0)
+    emb = torch.nn.functional.normalize(torch.tensor(rng.normal(size=(6, 8)), dtype=torch.float32), dim=1)
+    cosine = emb @ q
+    best = [max(float(cosine[p]) for p in range(6) if int(token_chunk[int((token_passage == p).nonzero()[0])]) == c)
+            for c in range(5)]
+    mean = []
+    for c in range(5):
+        members = [p for p in range(6) if int(token_chunk[int((token_passage == p).nonzero()[0])]) == c]
+        mean.append(float(torch.nn.functional.normalize(emb[members].sum(0), dim=0) @ q))
+    got = chunk_scores(token_passage, cosine, token_chunk, 5, passage_emb=emb, mean_weight=0.7)
+    torch.testing.assert_close(got, torch.tensor(best) + 0.7 * torch.tensor(mean), atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(chunk_scores(token_passage, cosine, token_chunk, 5, passage_emb=emb, mean_weight=0),
+                               torch.tensor(best))
 
 
 # ----------------------------------------------------------------------------- a tiny reader with summaries
@@ -250,10 +264,7 @@ def test_auto_reads_the_ranked_chunks_and_answers_exactly(reader):
     text = document(fact_at=7)
     prepared = reader.prepare(text)
     question = "Who was the lighthouse keeper of Port Alden?"
-    from longread.retrieval import passage_cosines
-
-    scores = chunk_scores(*passage_cosines(reader.retriever, prepared, question), prepared.inputs.token_chunk,
-                          prepared.tokens.num_chunks)
+    scores = reader.chunk_ranking_scores(prepared, question)
     top = torch.argsort(scores, descending=True, stable=True)[:2].tolist()
     fact_chunk = int(prepared.inputs.token_chunk[prepared.tokens.offsets[:, 0].searchsorted(text.index("Edmund"))])
     assert fact_chunk in top                                  # the prior finds the planted sentence
@@ -275,11 +286,7 @@ def test_adaptive_depth_reads_more_while_unsure(reader):
     a short document (at most read_full_chunks chunks) is read whole."""
     prepared = reader.prepare(document())
     question = "When did the observatory on Mount Serek open?"
-    from longread.retrieval import passage_cosines
-
-    scores = chunk_scores(*passage_cosines(reader.retriever, prepared, question), prepared.inputs.token_chunk,
-                          prepared.tokens.num_chunks)
-    ranking = torch.argsort(scores, descending=True, stable=True).tolist()
+    ranking = torch.argsort(reader.chunk_ranking_scores(prepared, question), descending=True, stable=True).tolist()
     reader.config.read_confidence = 1.0
     try:
         a = reader.answer(prepared, question)
@@ -289,6 +296,25 @@ def test_adaptive_depth_reads_more_while_unsure(reader):
         reader.config.read_confidence = ReaderConfig.read_confidence
     assert a.chunks_read == with_neighbours(ranking[:4], 1, prepared.tokens.num_chunks)
     assert short.tokens.num_chunks <= 4 and b.chunks_read == list(range(short.tokens.num_chunks))
+
+
+def test_a_no_answer_verdict_on_what_was_read_reads_further(reader):
+    """A reader with a no-answer slot reads another round while its verdict on the chunks read so
+    far is "no answer" (threshold -1e9: always; +1e9: never, one round)."""
+    prepared = reader.prepare(document())
+    question = "When did the observatory on Mount Serek open?"
+    ranking = torch.argsort(reader.chunk_ranking_scores(prepared, question), descending=True, stable=True).tolist()
+    reader.config.no_answer = True
+    try:
+        reader.config.no_answer_threshold = -1e9
+        always = reader.answer(prepared, question)
+        reader.config.no_answer_threshold = 1e9
+        never = reader.answer(prepared, question)
+    finally:
+        reader.config.no_answer, reader.config.no_answer_threshold = False, ReaderConfig.no_answer_threshold
+    c = prepared.tokens.num_chunks
+    assert always.no_answer and always.chunks_read == with_neighbours(ranking[:4], 1, c)
+    assert not never.no_answer and never.chunks_read == with_neighbours(ranking[:2], 1, c)
 
 
 def test_spans_stay_in_the_chunks_read(reader):
@@ -420,8 +446,9 @@ def test_reader_ranks_chunks_with_its_selector_and_saves_it(reader, tmp_path):
     randomize_(selector, std=0.3)
     prepared = reader.prepare(document())
     question = "When was the treaty of Velmar signed?"
-    prior = chunk_scores(*passage_cosines(reader.retriever, prepared, question), prepared.inputs.token_chunk,
-                         prepared.tokens.num_chunks)
+    token_passage, cosine = passage_cosines(reader.retriever, prepared, question)
+    prior = chunk_scores(token_passage, cosine, prepared.inputs.token_chunk, prepared.tokens.num_chunks,
+                         passage_emb=prepared.passages[(0, prepared.num_tokens)][1])
     q = question_inputs(question, reader.tokenizer, reader.config.layout)
     with torch.inference_mode():
         q_states = reader.model.encode_question(q.input_ids, q.position_ids, q.token_type_ids)
