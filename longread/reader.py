@@ -412,14 +412,13 @@ class Reader:
             if not given or any(not 0 <= c < num_chunks for c in given) or given != sorted(set(given)):
                 raise InvalidOptionError(f"{name} must be distinct chunk indices in [0, {num_chunks}) in increasing "
                                          f"order, got {given[:8]}{'...' if len(given) > 8 else ''}")
-        num_summaries = d.num_chunks
+        summary_index = torch.arange(d.num_chunks)                    # chunk of each summary read
         if summaries is not None and summary_chunks is not None and len(summary_chunks) < d.num_chunks:
-            pick = to(torch.as_tensor(list(summary_chunks), dtype=torch.long))
+            summary_index = torch.as_tensor(list(summary_chunks), dtype=torch.long)
+            pick = to(summary_index)
             summaries = (summaries[0][:, pick], summaries[1][:, pick])
-            num_summaries = len(summary_chunks)
+        num_summaries = len(summary_index)
         layout = read_layout(prepared.tokens.chunk_starts, chunks, max(self.model.config.attention_window))
-        summary_index = (torch.arange(num_summaries) if summary_chunks is None or num_summaries == d.num_chunks
-                         else torch.as_tensor(list(summary_chunks), dtype=torch.long))
         for observe in self.read_observers:
             observe(layout, summary_index)
         gather = to(layout.gather)
@@ -529,8 +528,7 @@ class Reader:
         ``read_confidence``, or the no-answer slot says the answer is not in what was read."""
         if spans[0].score < self.config.read_confidence:
             return True
-        return p_null is not None and (math.log(max(p_null, 1e-300)) - math.log(max(spans[0].score, 1e-300))
-                                       > self.config.no_answer_threshold)
+        return p_null is not None and self._says_no_answer(p_null, spans[0].score)
 
     def _ranks_chunks(self) -> bool:
         """Whether the passage prior can rank this reader's chunks: the retriever reads the
@@ -586,10 +584,12 @@ class Reader:
         best.alternatives = [a for a in answers[1:] if a.score >= self.config.min_alternative_score]
         if p_null is not None:
             best.no_answer_score = p_null
-            top = max(s.score for s in spans)
-            best.no_answer = allow_no_answer and (math.log(max(p_null, 1e-300)) - math.log(max(top, 1e-300))
-                                                  > self.config.no_answer_threshold)
+            best.no_answer = allow_no_answer and self._says_no_answer(p_null, max(s.score for s in spans))
         return best
+
+    def _says_no_answer(self, p_null: float, top: float) -> bool:
+        """The no-answer verdict: log P(no answer) - log P(best span) > no_answer_threshold."""
+        return math.log(max(p_null, 1e-300)) - math.log(max(top, 1e-300)) > self.config.no_answer_threshold
 
     @property
     def retriever(self):
