@@ -6,9 +6,12 @@
 
 A run can be stopped at any moment (a kill, the end of a session): it continues from its last
 checkpoint (``--run-dir/checkpoint.pt``: weights, optimizer, schedule, the position in the
-epoch's fixed batch order) when the same command is given again. Every layer is trained (the
-embeddings stay the base's): the question-free layers still never see the question. Documents
-are grouped with their questions (``grouped.py``), batches are bucketed by length under a token
+epoch's fixed batch order) when the same command is given again. The same state, without the
+optimizer's moments, is also written to ``--state-dir`` (fp16 weight differences, about 21 MB,
+``campaign_state.py``), kept with the project, so that a run continues on a fresh machine.
+
+Every layer is trained (the embeddings stay the base's): the question-free layers still never see
+the question. Documents are grouped with their questions (``grouped.py``), batches are bucketed by length under a token
 budget; matmuls run in bf16 autocast where bf16 is the device's fast path (``--autocast``).
 
 The log (``--log``, JSON lines: loss, throughput, held-out F1 per evaluation) is meant to be kept
@@ -36,6 +39,7 @@ from ..metrics import squad_em_f1
 from ..checkpoints import base_model_dir
 from ..devices import default_dtype
 from ..reader import CONFIG_NAME, DELTA_NAME, ReaderConfig, apply_delta
+from . import campaign_state
 from .corpora import load_corpus
 from .grouped import NULL, GroupBuilder, add_foreign_negatives, batches, collate, grouped_forward, grouped_loss
 
@@ -52,6 +56,10 @@ def parse_args(argv=None):
     p.add_argument("--data-dir", default="../shared/data")
     p.add_argument("--run-dir", default=os.path.expanduser("~/.cache/longread/campaign"))
     p.add_argument("--log", default="docs/training/campaign_log.jsonl")
+    p.add_argument("--state-dir", default="docs/training/campaign_state",
+                   help="portable resumable state (see campaign_state.py); '' to write none")
+    p.add_argument("--rewarm-steps", type=int, default=100,
+                   help="learning-rate warm-up after resuming from --state-dir (the optimizer's moments restart)")
     p.add_argument("--sources", default=",".join(SOURCES))
     p.add_argument("--epochs", type=int, default=2, help="planned epochs (the schedule spans them)")
     p.add_argument("--max-minutes", type=float, default=150.0, help="stop (after a checkpoint) after this long")
@@ -200,10 +208,17 @@ def main(argv=None):
     ckpt_path, best_path = run / "checkpoint.pt", run / "best.pt"
 
     model, base_dir = build_model(args)
+    # what the portable state's differences count from: the base weights, zero for the new head
+    start = {k: torch.zeros_like(v) if k.startswith("qa_head.") else v for k, v in trainable_delta(model).items()}
+    portable = campaign_state.load(args.state_dir, start) if campaign_state.exists(args.state_dir) else None
+    best_record = torch.load(best_path, weights_only=False) if best_path.exists() else None
+    if portable is not None and portable[2] is not None and (
+            best_record is None or portable[2]["step"] > best_record["step"]):
+        best_record = portable[2]
     if args.export:
-        if not best_path.exists():
-            raise SystemExit(f"{best_path} does not exist: nothing evaluated yet in {run}")
-        export(args, model, base_dir, torch.load(best_path, weights_only=False))
+        if best_record is None:
+            raise SystemExit(f"neither {best_path} nor {args.state_dir} holds evaluated weights: nothing to export")
+        export(args, model, base_dir, best_record)
         return
 
     from transformers import AutoTokenizer
@@ -226,15 +241,23 @@ def main(argv=None):
     print(f"trainable parameters {count(trainable):,} of {count(model.parameters()):,}", flush=True)
 
     state = {"epoch": 0, "batch": 0, "step": 0, "total": None, "best_f1": -1.0, "tokens": 0, "seconds": 0.0}
-    if ckpt_path.exists():
-        ck = torch.load(ckpt_path, weights_only=False)
-        params = dict(model.named_parameters())
+    ck = torch.load(ckpt_path, weights_only=False) if ckpt_path.exists() else None
+    params = dict(model.named_parameters())
+    resumed = None
+    if ck is not None and (portable is None or ck["state"]["step"] >= portable[0]["step"]):
         with torch.no_grad():
             for k, v in ck["model"].items():
                 params[k].copy_(v)
         opt.load_state_dict(ck["optimizer"])
-        state = ck["state"]
-        print(f"resumed from {ckpt_path}: epoch {state['epoch']} batch {state['batch']} step {state['step']}",
+        state, resumed = ck["state"], str(ckpt_path)
+    elif portable is not None:               # a fresh machine: weights and schedule, new optimizer moments
+        with torch.no_grad():
+            for k, v in portable[1].items():
+                params[k].copy_(v)
+        state, resumed = dict(portable[0]), f"{args.state_dir} (optimizer moments restart)"
+        state["rewarm_from"] = state["step"]
+    if resumed:
+        print(f"resumed from {resumed}: epoch {state['epoch']} batch {state['batch']} step {state['step']}",
               flush=True)
 
     groups, rng = epoch_groups(corpus, builder, sources, state["epoch"], args.seed, args.foreign_negatives)
@@ -242,7 +265,12 @@ def main(argv=None):
     if state["total"] is None:
         state["total"] = len(order) * args.epochs
     total, warm = state["total"], max(1, int(args.warmup * state["total"]))
-    lr_at = lambda s: min((s + 1) / warm, max(0.02, (total - s) / max(1, total - warm)))  # noqa: E731
+
+    def lr_at(s):
+        scale = min((s + 1) / warm, max(0.02, (total - s) / max(1, total - warm)))
+        if state.get("rewarm_from") is not None:
+            scale *= min(1.0, (s - state["rewarm_from"] + 1) / max(1, args.rewarm_steps))
+        return scale
 
     log_path = Path(args.log)
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -253,12 +281,21 @@ def main(argv=None):
         log.flush()
 
     def checkpoint():
-        save_atomic({"model": trainable_delta(model), "optimizer": opt.state_dict(), "state": state,
-                     "args": vars(args)}, ckpt_path)
+        current = trainable_delta(model)
+        save_atomic({"model": current, "optimizer": opt.state_dict(), "state": state, "args": vars(args)}, ckpt_path)
+        if args.state_dir:
+            campaign_state.save(args.state_dir, state, current, start, best_record)
+
+    def keep_best(ev):
+        nonlocal best_record
+        state["best_f1"] = ev["mean_f1"]
+        best_record = {"state": trainable_delta(model), "step": state["step"], "eval": ev}
+        save_atomic(best_record, best_path)
 
     write({"event": "start", "time": time.strftime("%Y-%m-%d %H:%M:%S"), "epoch": state["epoch"],
-           "batch": state["batch"], "step": state["step"], "total_steps": total, "batches_in_epoch": len(order),
-           "threads": torch.get_num_threads(), "device": str(device), "args": vars(args)})
+           "batch": state["batch"], "step": state["step"], "resumed_from": resumed, "total_steps": total,
+           "batches_in_epoch": len(order), "threads": torch.get_num_threads(), "device": str(device),
+           "args": vars(args)})
     stop_signal = []                          # SIGTERM/SIGINT: finish the step, checkpoint, stop
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop_signal.append(True))
@@ -298,8 +335,7 @@ def main(argv=None):
                 write({"step": state["step"], "epoch": state["epoch"], "eval": ev})
                 print(f"step {state['step']} held-out {json.dumps(ev)}", flush=True)
                 if ev["mean_f1"] > state["best_f1"]:
-                    state["best_f1"] = ev["mean_f1"]
-                    save_atomic({"state": trainable_delta(model), "step": state["step"], "eval": ev}, best_path)
+                    keep_best(ev)
                 t_eval = time.time()
                 window_t = time.time()
             if now - t_ckpt > args.checkpoint_every_minutes * 60:
@@ -321,8 +357,7 @@ def main(argv=None):
     if ev is not None:
         write({"step": state["step"], "epoch": state["epoch"], "eval": ev})
     if ev is not None and ev["mean_f1"] > state["best_f1"]:
-        state["best_f1"] = ev["mean_f1"]
-        save_atomic({"state": trainable_delta(model), "step": state["step"], "eval": ev}, best_path)
+        keep_best(ev)
     checkpoint()
     write({"event": "stop", "time": time.strftime("%Y-%m-%d %H:%M:%S"), "step": state["step"],
            "best_f1": state["best_f1"], "minutes": round((time.time() - t_start) / 60, 1)})

@@ -1,0 +1,61 @@
+"""The campaign's portable state: what a fresh machine resumes from."""
+import json
+
+import pytest
+import torch
+
+from longread.training import campaign_state
+
+
+def _tensors(seed, scale=1.0):
+    g = torch.Generator().manual_seed(seed)
+    return {"layers.0.attn.weight": torch.randn(48, 32, generator=g) * scale,
+            "qa_head.bias": torch.randn(3, generator=g) * scale}
+
+
+def test_round_trip_restores_the_trained_weights_to_fp16_precision_of_the_change(tmp_path):
+    start = _tensors(0)
+    noise = _tensors(1, scale=1e-3)
+    current = {k: v + noise[k] for k, v in start.items()}
+    state = {"epoch": 1, "batch": 17, "step": 4458, "total": 8882, "best_f1": 55.0}
+    campaign_state.save(tmp_path, state, current, start, best=None)
+    got_state, got, best = campaign_state.load(tmp_path, start)
+    assert got_state == state and best is None
+    for k in start:
+        change = current[k] - start[k]
+        err = (got[k] - current[k]).abs().max().item()
+        # the stored difference is fp16: relative error about 2**-11 of the change, not of the weight
+        assert err <= change.abs().max().item() * 2 ** -10
+        assert err < 1e-5                    # a step at lr 8e-5 moves a weight by about 1e-4
+    # the file is small: two bytes per trained number
+    assert (tmp_path / campaign_state.WEIGHTS_NAME).stat().st_size < 2 * sum(v.numel() for v in start.values()) + 4096
+
+
+def test_best_weights_are_kept_apart_only_when_they_differ_from_the_current_ones(tmp_path):
+    start = _tensors(0)
+    best_w = {k: v + 0.01 for k, v in start.items()}
+    current = {k: v - 0.02 for k, v in start.items()}
+    ev = {"mean_f1": 50.0}
+    state = {"step": 30}
+    campaign_state.save(tmp_path, state, current, start, {"state": best_w, "step": 20, "eval": ev})
+    assert (tmp_path / campaign_state.BEST_NAME).exists()
+    _, got, best = campaign_state.load(tmp_path, start)
+    assert best["step"] == 20 and best["eval"] == ev
+    assert torch.allclose(best["state"]["qa_head.bias"], best_w["qa_head.bias"], atol=1e-5)
+    assert torch.allclose(got["qa_head.bias"], current["qa_head.bias"], atol=1e-5)
+    # a later evaluation makes the current weights the best: the separate file goes
+    campaign_state.save(tmp_path, {"step": 40}, current, start, {"state": current, "step": 40, "eval": ev})
+    assert not (tmp_path / campaign_state.BEST_NAME).exists()
+    meta = json.loads((tmp_path / campaign_state.STATE_NAME).read_text())
+    assert meta["best"]["current"] is True
+    _, got, best = campaign_state.load(tmp_path, start)
+    assert best["state"] is got
+
+
+def test_a_state_for_another_model_is_refused_with_a_clear_error(tmp_path):
+    start = _tensors(0)
+    campaign_state.save(tmp_path, {"step": 1}, start, start)
+    other = dict(start, **{"layers.1.attn.weight": torch.zeros(2, 2)})
+    with pytest.raises(ValueError, match="does not match the model"):
+        campaign_state.load(tmp_path, other)
+    assert not campaign_state.exists(tmp_path / "nowhere") and campaign_state.exists(tmp_path)
