@@ -22,6 +22,7 @@ from .errors import (CheckpointError, DocumentTooLargeError, EmptyDocumentError,
 from .layout import (DocumentInputs, LayoutConfig, TokenizedDocument, document_inputs, question_inputs,
                      tokenize_document)
 from .model import LongReaderModel
+from .passage_head import PASSAGE_ENCODERS, PASSAGE_HEAD_NAME, HeadPassageEncoder, PassageHead, load_passage_head
 from .progress import layer_progress
 from .selection import READ_MODES, ChunkSelector, chunk_scores, read_layout, selector_pass, with_neighbours
 
@@ -49,6 +50,14 @@ class ReaderConfig:
     retrieval_weight: float = 0.0
     retrieval_temperature: float = 0.02
     retriever: Optional[str] = None   # sentence-embedding checkpoint (None: the pip-installed MiniLM)
+    # what embeds the document's passages for the prior: "retriever" reads every passage with the
+    # sentence retriever (six more layers over the document), "head" maps the reader's own cached
+    # question-free states with its fitted PassageHead (longread/passage_head.py); questions are
+    # embedded by the retriever either way
+    passage_encoder: str = "retriever"
+    # BM25 in the reader's word pieces (longread/lexical.py), scaled to [0, 1] over the document's
+    # chunks, added with this weight to each chunk's prior score when ranking chunks to read
+    lexical_weight: float = 0.0
     # minimum-Bayes-risk span choice (longread/decoding.py): 0 picks the most probable span
     mbr_temperature: float = 0.0
     mbr_candidates: int = 64
@@ -80,6 +89,8 @@ class ReaderConfig:
         rules = {"max_answer_tokens": self.max_answer_tokens >= 1, "top_k": self.top_k >= 1,
                  "temperature": self.temperature > 0, "retrieval_weight": self.retrieval_weight >= 0,
                  "retrieval_temperature": self.retrieval_temperature > 0,
+                 "passage_encoder": self.passage_encoder in PASSAGE_ENCODERS,
+                 "lexical_weight": self.lexical_weight >= 0,
                  "mbr_temperature": self.mbr_temperature >= 0, "mbr_candidates": self.mbr_candidates >= 1,
                  "no_answer_threshold": math.isfinite(self.no_answer_threshold),
                  "min_alternative_score": 0 <= self.min_alternative_score <= 1,
@@ -92,7 +103,8 @@ class ReaderConfig:
         if bad:
             raise InvalidOptionError(
                 f"invalid reader options {', '.join(bad)}: max_answer_tokens, top_k and mbr_candidates must be >= 1, "
-                "temperatures > 0 (mbr_temperature >= 0, 0 = off), retrieval_weight >= 0, no_answer_threshold "
+                "temperatures > 0 (mbr_temperature >= 0, 0 = off), retrieval_weight and lexical_weight >= 0, "
+                f"passage_encoder one of {', '.join(PASSAGE_ENCODERS)}, no_answer_threshold "
                 "finite, min_alternative_score and read_confidence in [0, 1], read one of "
                 f"{', '.join(READ_MODES)}, read_chunks and read_max_chunks whole numbers >= 1, read_full_chunks "
                 "and read_neighbours whole numbers >= 0, read_summaries a whole number >= 1 or None (every chunk)")
@@ -138,6 +150,7 @@ class PreparedDocument:
     reading: Optional[object] = None          # vision.reading.ReadingText when the document has images
     passages: Optional[dict] = None           # (lo, hi) -> (token -> passage, passage embeddings (P, d))
     summaries: Optional[tuple] = None         # ((1, C, hidden), (1, C)) chunk summaries of ``states``
+    lexical: Optional[object] = None          # lexical.ChunkBM25 of its chunks
 
     @property
     def num_tokens(self) -> int:
@@ -179,6 +192,7 @@ class Reader:
         self._retriever = None                    # loaded on first use when retrieval_weight > 0
         self.read_observers: list = []            # called with each read's selection.ReadLayout and summary chunks
         self.selector: Optional[ChunkSelector] = None   # learned chunk ranking (else the passage prior alone)
+        self.passage_head: Optional[PassageHead] = None  # passage embeddings from question-free states
 
     # ---------------------------------------------------------------- loading and saving
     @classmethod
@@ -252,10 +266,18 @@ class Reader:
                 raise CheckpointError(f"{path / CONFIG_NAME}: the 'selector' section must be an object with 'file' "
                                       f"(a file name), got {spec!r}")
             selector = load_selector(path / spec["file"], model.config.hidden_size)
+        passage_head = None
+        if saved.get("passage_head"):
+            spec = saved["passage_head"]
+            if not (isinstance(spec, dict) and isinstance(spec.get("file"), str)):
+                raise CheckpointError(f"{path / CONFIG_NAME}: the 'passage_head' section must be an object with "
+                                      f"'file' (a file name), got {spec!r}")
+            passage_head = load_passage_head(path / spec["file"], model.config.hidden_size)
         config = _with_options(config, options)
         tokenizer = load_tokenizer(tok_dir, model.config.vocab_size)
         reader = cls(model, tokenizer, config, device=device, dtype=dtype)
         reader.selector = None if selector is None else selector.to(reader.device)
+        reader.passage_head = None if passage_head is None else passage_head.to(reader.device)
         return reader
 
     def save_pretrained(self, path: Union[str, Path]) -> None:
@@ -282,6 +304,10 @@ class Reader:
             save_file({k: v.detach().to("cpu", torch.float32).contiguous() for k, v in selector_state},
                       str(path / SELECTOR_NAME))
             meta["selector"] = {"file": SELECTOR_NAME}
+        if self.passage_head is not None:
+            save_file({k: v.detach().to("cpu", torch.float32).contiguous()
+                       for k, v in self.passage_head.state_dict().items()}, str(path / PASSAGE_HEAD_NAME))
+            meta["passage_head"] = {"file": PASSAGE_HEAD_NAME}
         with open(path / CONFIG_NAME, "w") as f:
             json.dump(meta, f, indent=2)
         state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in self.model.state_dict().items()
@@ -346,6 +372,15 @@ class Reader:
             prepared.states_key, prepared.summaries = key, None
         return prepared.states
 
+    def question_free_states(self, prepared: PreparedDocument, lo: int, hi: int) -> torch.Tensor:
+        """(hi - lo, hidden) cached question-free states of document tokens ``[lo, hi)``; under
+        sequence parallelism (``parallel/sequence.py``) the rank's own shard, which is that range."""
+        if prepared.states_key is not None and prepared.states_key[0] == "shard":
+            if prepared.states.shape[1] != hi - lo:
+                raise ValueError(f"the cached shard holds {prepared.states.shape[1]} tokens, not [{lo}, {hi})")
+            return prepared.states[0]
+        return self._document_states(prepared)[0, lo:hi]
+
     @torch.inference_mode()
     def _summaries(self, prepared: PreparedDocument):
         """The chunk summaries of the cached question-free encoding (None without summary tokens)."""
@@ -360,10 +395,14 @@ class Reader:
         encoding and, with the passage prior, its passage embeddings) now, so that the first
         question costs what a further one does."""
         self._document_states(prepared)
-        if self.config.retrieval_weight:
-            from .retrieval import passage_cosines
+        ranks = (self.config.read == "auto" and prepared.tokens.num_chunks > self.config.read_full_chunks
+                 and self._ranks_chunks())
+        if self.config.retrieval_weight or ranks:
+            from .retrieval import passage_embeddings
 
-            passage_cosines(self.retriever, prepared, "warm-up")
+            passage_embeddings(self.passage_encoder, prepared)
+        if self.config.lexical_weight:
+            self._lexical(prepared)
         return prepared
 
     # ---------------------------------------------------------------- answering
@@ -471,7 +510,7 @@ class Reader:
         if self.config.retrieval_weight or selective:
             from .retrieval import passage_cosines
 
-            passages = passage_cosines(self.retriever, prepared, question)
+            passages = passage_cosines(self.passage_encoder, prepared, question)
         if not selective:
             reads = [self.read(prepared, question, range(num_chunks))]
             spans, p_null = self._decode(prepared, reads, passages, top_k, max_answer_tokens)
@@ -479,7 +518,7 @@ class Reader:
             # rounds: the next-ranked chunks (and their neighbours) not read yet, read on their own,
             # until the best span is probable enough or read_max_chunks ranked chunks are in
             q_states = self.encode_question(question)
-            scores = self.chunk_ranking_scores(prepared, q_states, passages)
+            scores = self.chunk_ranking_scores(prepared, question, passages, q_states)
             ranking = torch.argsort(scores, descending=True, stable=True).tolist()
             most = min(self.config.read_max_chunks, num_chunks)
             limit = self.config.read_summaries
@@ -500,28 +539,38 @@ class Reader:
         return answer
 
     @torch.inference_mode()
-    def chunk_ranking_scores(self, prepared: PreparedDocument, question: Union[str, torch.Tensor],
-                             passages=None) -> torch.Tensor:
-        """(C,) float32 score of each chunk for ``question`` (its text, or :meth:`encode_question`'s
-        states with ``passages`` given), higher = read first: the passage prior
+    def chunk_ranking_scores(self, prepared: PreparedDocument, question: str, passages=None,
+                             q_states: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """(C,) float32 score of each chunk for ``question``, higher = read first: the passage prior
         (``selection.chunk_scores``: best passage cosine + half the cosine to the chunk's mean
-        passage embedding), fused with the learned selector's pass over ``[question | summaries]``
-        when the reader has one."""
-        if passages is None:
-            if isinstance(question, torch.Tensor):
-                raise InvalidOptionError("chunk_ranking_scores needs the question's text, or passages with its states")
-            from .retrieval import passage_cosines
+        passage embedding), plus ``lexical_weight`` times the chunk's BM25 score over the
+        document's best, fused with the learned selector's pass over ``[question | summaries]``
+        when the reader has one. ``passages`` (``passage_cosines`` of the question) and
+        ``q_states`` (:meth:`encode_question`) are computed when not given."""
+        from .retrieval import passage_cosines, passage_embeddings
 
-            passages = passage_cosines(self.retriever, prepared, question)
-        whole = (prepared.passages or {}).get((0, prepared.tokens.num_tokens))
-        prior = chunk_scores(*passages, prepared.inputs.token_chunk, prepared.tokens.num_chunks,
-                             passage_emb=None if whole is None else whole[1])
+        if passages is None:
+            passages = passage_cosines(self.passage_encoder, prepared, question)
+        emb = passage_embeddings(self.passage_encoder, prepared)[1]
+        num_chunks = prepared.tokens.num_chunks
+        prior = chunk_scores(*passages, prepared.inputs.token_chunk, num_chunks, passage_emb=emb)
+        if self.config.lexical_weight:
+            bm25 = self._lexical(prepared).scores(self.tokenizer(question, add_special_tokens=False)["input_ids"])
+            prior = prior + self.config.lexical_weight * bm25 / bm25.max().clamp(min=1e-6)
         summaries = self._summaries(prepared) if self.selector is not None else None
         if summaries is None:
             return prior
-        q_states = question if isinstance(question, torch.Tensor) else self.encode_question(question)
+        q_states = self.encode_question(question) if q_states is None else q_states
         q_out, s_out = selector_pass(self.model, q_states, summaries[0])
         return self.selector(q_out, s_out, prior.to(self.device)[None])[0].float().cpu()
+
+    def _lexical(self, prepared: PreparedDocument):
+        if prepared.lexical is None:
+            from .lexical import ChunkBM25
+
+            prepared.lexical = ChunkBM25(prepared.tokens.input_ids, prepared.inputs.token_chunk,
+                                         prepared.tokens.num_chunks)
+        return prepared.lexical
 
     def _unsure(self, spans, p_null: Optional[float]) -> bool:
         """Whether a partial read calls for another round: the best span is less probable than
@@ -534,7 +583,7 @@ class Reader:
         """Whether the passage prior can rank this reader's chunks: the retriever reads the
         reader's token ids, so they must share a vocabulary."""
         if not hasattr(self, "_shared_vocab"):
-            self._shared_vocab = self.retriever.tokenizer.get_vocab() == self.tokenizer.get_vocab()
+            self._shared_vocab = self.passage_encoder.tokenizer.get_vocab() == self.tokenizer.get_vocab()
         return self._shared_vocab
 
     def _decode(self, prepared: PreparedDocument, reads, passages, top_k: int, max_answer_tokens: int):
@@ -601,11 +650,27 @@ class Reader:
                                                              dtype=self.dtype, max_tokens=512)
         return self._retriever
 
+    @property
+    def passage_encoder(self):
+        """What embeds the document's passages for the prior (``config.passage_encoder``): the
+        sentence retriever, or the reader's passage head over its question-free states."""
+        if self.config.passage_encoder == "retriever":
+            return self.retriever
+        if self.passage_head is None:
+            raise InvalidOptionError("passage_encoder='head' needs a reader with a passage head "
+                                     f"({PASSAGE_HEAD_NAME}, from longread.training.fit_passage_head); "
+                                     "this reader has none: use passage_encoder='retriever'")
+        key = (id(self.passage_head), id(self.retriever))
+        if getattr(self, "_head_encoder_key", None) != key:
+            self._head_encoder = HeadPassageEncoder(self, self.passage_head, self.retriever)
+            self._head_encoder_key = key
+        return self._head_encoder
+
     def retrieval_prior(self, prepared: PreparedDocument, question: str) -> torch.Tensor:
         """log p(passage | question) for every document token, (n,) float32 (see longread/retrieval.py)."""
         from .retrieval import passage_log_prior
 
-        prior = passage_log_prior(self.retriever, prepared, question, self.config.retrieval_temperature)
+        prior = passage_log_prior(self.passage_encoder, prepared, question, self.config.retrieval_temperature)
         return prior.to(self.device)
 
     def _to_answer(self, prepared: PreparedDocument, span, question: str) -> Answer:

@@ -69,6 +69,17 @@ class ChunkRetriever:
             out[idx] = F.normalize(pooled, dim=-1).cpu()
         return out
 
+    @property
+    def cache_key(self):
+        """What a prepared document's cached passage embeddings are keyed by (with their range)."""
+        return ("retriever", id(self))
+
+    def passage_embeddings(self, prepared, lo: int, hi: int, bounds: np.ndarray) -> torch.Tensor:
+        """(P, d) unit embeddings of the passages ``bounds`` (document token indices in [lo, hi]),
+        each read on its own from the document's token ids."""
+        ids = prepared.tokens.input_ids
+        return self.embed_ids([ids[a:b].tolist() for a, b in zip(bounds[:-1], bounds[1:])])
+
     def embed(self, texts: Sequence[str], batch_size: int = 32) -> torch.Tensor:
         """Texts -> (n, d) float32 unit vectors."""
         if isinstance(texts, str):
@@ -95,25 +106,33 @@ def passage_bounds(tokens) -> np.ndarray:
     return np.append(starts[starts < n], n).astype(np.int64)
 
 
-def passage_cosines(retriever: ChunkRetriever, prepared, question: str, lo: int = 0, hi: Optional[int] = None):
+def passage_cosines(encoder, prepared, question: str, lo: int = 0, hi: Optional[int] = None):
     """Cosine of ``question`` to every passage of tokens ``[lo, hi)`` (default: the whole
-    document; ``lo``/``hi`` must be chunk starts, so no passage is cut). Returns (token -> passage
-    index (hi - lo,), cosines (P,)). Passage embeddings are cached on ``prepared`` per range."""
+    document; ``lo``/``hi`` must be chunk starts, so no passage is cut). ``encoder``: a
+    ``ChunkRetriever``, or a reader's ``passage_encoder`` (``passage_head.HeadPassageEncoder``).
+    Returns (token -> passage index (hi - lo,), cosines (P,)). Passage embeddings are cached on
+    ``prepared`` per encoder and range."""
+    token_passage, emb = passage_embeddings(encoder, prepared, lo, hi)
+    return token_passage, encoder.scores(question, emb)
+
+
+def passage_embeddings(encoder, prepared, lo: int = 0, hi: Optional[int] = None):
+    """(token -> passage index (hi - lo,), unit passage embeddings (P, d)) of tokens ``[lo, hi)``,
+    computed once per document, encoder and range."""
     hi = prepared.tokens.num_tokens if hi is None else hi
     if prepared.passages is None:
         prepared.passages = {}
-    if (lo, hi) not in prepared.passages:
+    key = (encoder.cache_key, lo, hi)
+    if key not in prepared.passages:
         bounds = passage_bounds(prepared.tokens)
         bounds = bounds[(bounds >= lo) & (bounds <= hi)]
-        ids = prepared.tokens.input_ids
-        emb = retriever.embed_ids([ids[a:b].tolist() for a, b in zip(bounds[:-1], bounds[1:])])   # (P, d)
+        emb = encoder.passage_embeddings(prepared, lo, hi, bounds)                                # (P, d)
         token_passage = torch.from_numpy(np.repeat(np.arange(len(bounds) - 1), np.diff(bounds)))  # (hi - lo,)
-        prepared.passages[(lo, hi)] = (token_passage, emb)
-    token_passage, emb = prepared.passages[(lo, hi)]
-    return token_passage, retriever.scores(question, emb)
+        prepared.passages[key] = (token_passage, emb)
+    return prepared.passages[key]
 
 
-def passage_log_prior(retriever: ChunkRetriever, prepared, question: str, temperature: float) -> torch.Tensor:
+def passage_log_prior(encoder, prepared, question: str, temperature: float) -> torch.Tensor:
     """log p(passage | question) of the passage holding each document token: (n,) float32."""
-    token_passage, cosine = passage_cosines(retriever, prepared, question)
+    token_passage, cosine = passage_cosines(encoder, prepared, question)
     return chunk_log_prior(cosine, temperature)[token_passage]

@@ -438,7 +438,7 @@ def test_reader_ranks_chunks_with_its_selector_and_saves_it(reader, tmp_path):
     """With a selector, the chunks read first are the selector's top ones (its pass over
     [question | summaries] fused with the prior), and save_pretrained/from_pretrained keep it."""
     from longread.layout import question_inputs
-    from longread.retrieval import passage_cosines
+    from longread.retrieval import passage_cosines, passage_embeddings
     from longread.selection import ChunkSelector, selector_pass
 
     torch.manual_seed(3)
@@ -448,7 +448,7 @@ def test_reader_ranks_chunks_with_its_selector_and_saves_it(reader, tmp_path):
     question = "When was the treaty of Velmar signed?"
     token_passage, cosine = passage_cosines(reader.retriever, prepared, question)
     prior = chunk_scores(token_passage, cosine, prepared.inputs.token_chunk, prepared.tokens.num_chunks,
-                         passage_emb=prepared.passages[(0, prepared.num_tokens)][1])
+                         passage_emb=passage_embeddings(reader.retriever, prepared)[1])
     q = question_inputs(question, reader.tokenizer, reader.config.layout)
     with torch.inference_mode():
         q_states = reader.model.encode_question(q.input_ids, q.position_ids, q.token_type_ids)

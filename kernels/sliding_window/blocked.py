@@ -25,8 +25,11 @@ _GROUP_ELEMENTS = 1 << 26
 
 
 def _pick_block(left: int, right: int, seqlen: int) -> int:
-    # a block about as wide as the window keeps the wasted band corners near 1/3 of the work
-    block = max(32, min(256, 1 << max(left + right, 1).bit_length() - 1))
+    # a block of about a quarter of the band: its keys span block + left + right, so about 1/5 of
+    # the scores lie outside the band, against 1/2 for a block as wide as the band; below 32 rows
+    # the per-block overhead wins (window 128 + 128 on a 2-core CPU, bf16, 32k tokens: 64 rows
+    # run the band pass about 1.3x faster than 256, forward and backward)
+    block = max(32, min(256, (1 << max(left + right, 1).bit_length() - 1) // 4))
     return min(block, max(seqlen, 1))
 
 

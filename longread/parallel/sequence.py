@@ -143,7 +143,7 @@ def shard_retrieval_prior(reader, prepared: PreparedDocument, question: str, sha
     from ..retrieval import passage_cosines
 
     lo, hi = shard.offset, shard.offset + len(shard.start_logits)
-    token_passage, cosine = passage_cosines(reader.retriever, prepared, question, lo, hi)
+    token_passage, cosine = passage_cosines(reader.passage_encoder, prepared, question, lo, hi)
     logits = cosine.float() / reader.config.retrieval_temperature                 # (P_r,)
     norm = global_logsumexp(logits, group)
     return (logits - norm)[token_passage].to(shard.start_logits.device)

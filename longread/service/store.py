@@ -56,6 +56,8 @@ def prepared_bytes(prepared) -> int:
         for t in value:
             if isinstance(t, torch.Tensor):
                 total += t.numel() * t.element_size()
+    if prepared.lexical is not None:
+        total += prepared.lexical.nbytes
     if prepared.reading is not None:
         total += sum(len(im.png) for im in prepared.reading.images)
     return total

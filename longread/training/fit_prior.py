@@ -40,7 +40,7 @@ def collect(reader: Reader, records):
             documents[rec.context] = reader.prepare(rec.context)      # passage embeddings are cached
         prepared = documents[rec.context]
         start, end = reader.logits(prepared, rec.question)
-        token_passage, cosine = passage_cosines(reader.retriever, prepared, rec.question)
+        token_passage, cosine = passage_cosines(reader.passage_encoder, prepared, rec.question)
         rows.append((prepared, start.float().cpu(), end.float().cpu(), token_passage, cosine, rec.answer_text))
     return rows
 

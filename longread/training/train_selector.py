@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from ..document import Document
 from ..layout import question_inputs
 from ..model import chunk_sinusoid
+from ..passage_head import HeadPassageEncoder
 from ..reader import Reader
 from ..retrieval import passage_bounds
 from ..selection import ChunkSelector, selector_pass
@@ -61,7 +62,8 @@ class ChunkBank:
     def __init__(self, reader: Reader, records, desc: str):
         self.means: List[torch.Tensor] = []          # per chunk (hidden,)
         self.article: List[str] = []                 # per chunk
-        passage_emb, passage_chunk = [], []
+        passage_emb, passage_chunk, head_emb = [], [], []
+        self.chunk_tokens: List[np.ndarray] = []     # per chunk: its token ids
         self.questions = []                          # (question, gold chunk id, article)
         by_context: Dict[str, list] = defaultdict(list)
         for r in records:
@@ -77,7 +79,12 @@ class ChunkBank:
                 self.article.append(rows[0].article)
             bounds = passage_bounds(prepared.tokens)
             ids = prepared.tokens.input_ids
-            passage_emb.append(reader.retriever.embed_ids([ids[a:b].tolist() for a, b in zip(bounds[:-1], bounds[1:])]))
+            n = prepared.tokens.num_tokens
+            passage_emb.append(reader.retriever.passage_embeddings(prepared, 0, n, bounds))
+            if reader.passage_head is not None:
+                head = HeadPassageEncoder(reader, reader.passage_head, reader.retriever)
+                head_emb.append(head.passage_embeddings(prepared, 0, n, bounds))
+            self.chunk_tokens += [np.asarray(ids[a:b]) for a, b in zip(starts[:-1], starts[1:])]
             passage_chunk += [first_id + int(prepared.inputs.token_chunk[a]) for a in bounds[:-1]]
             offsets = prepared.tokens.offsets
             for r in rows:
@@ -88,6 +95,8 @@ class ChunkBank:
                 print(f"{desc}: {i + 1}/{len(by_context)} paragraphs, {time.time() - t0:.0f} s", flush=True)
         self.means_t = torch.stack(self.means)                                        # (K, hidden)
         self.passage_emb = torch.cat(passage_emb)                                     # (P, d)
+        # the same passages embedded by the reader's passage head, when it has one
+        self.head_emb = torch.cat(head_emb) if head_emb else None                     # (P, d)
         self.passage_chunk = torch.tensor(passage_chunk)                              # (P,)
         self.by_article: Dict[str, List[int]] = defaultdict(list)
         for k, a in enumerate(self.article):
