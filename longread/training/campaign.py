@@ -186,7 +186,9 @@ def export(args, model, base_dir, best: dict) -> None:
     save_file({k: v.half().contiguous() for k, v in best["state"].items()}, str(out / DELTA_NAME))
     layout = LayoutConfig(chunk_size=256, position_offset=model.config.position_offset,
                           max_position_embeddings=model.config.max_position_embeddings)
-    reader = asdict(ReaderConfig(layout=layout, no_answer=True))
+    # chunks ranked as the shipped reader ranks them: the passage head (fit_passage_head writes it
+    # for these weights; the reader refuses to rank without it) and BM25
+    reader = asdict(ReaderConfig(layout=layout, no_answer=True, passage_encoder="head", lexical_weight=0.2))
     meta = {"encoder": model.config.to_dict(), "reader": reader, "base": BASE, "lora_scale": 1.0,
             "training": {"recipe": "longread.training.campaign", "args": vars(args), "steps": best["step"],
                          "heldout": best["eval"]}}
