@@ -148,7 +148,7 @@ class PreparedDocument:
     states: Optional[torch.Tensor] = None     # (1, n, hidden) after the question-free layers
     states_key: Optional[tuple] = None
     reading: Optional[object] = None          # vision.reading.ReadingText when the document has images
-    passages: Optional[dict] = None           # (lo, hi) -> (token -> passage, passage embeddings (P, d))
+    passages: Optional[dict] = None           # (encoder, lo, hi) -> (token -> passage, passage embeddings (P, d))
     summaries: Optional[tuple] = None         # ((1, C, hidden), (1, C)) chunk summaries of ``states``
     lexical: Optional[object] = None          # lexical.ChunkBM25 of its chunks
 
