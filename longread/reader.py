@@ -259,20 +259,9 @@ class Reader:
             load_fusion_weights(model, path / spec["file"], layers=spec["layers"], vision_config=vision)
         if fusion is not None:
             load_fusion_weights(model, Path(fusion))
-        selector = None
-        if saved.get("selector"):
-            spec = saved["selector"]
-            if not (isinstance(spec, dict) and isinstance(spec.get("file"), str)):
-                raise CheckpointError(f"{path / CONFIG_NAME}: the 'selector' section must be an object with 'file' "
-                                      f"(a file name), got {spec!r}")
-            selector = load_selector(path / spec["file"], model.config.hidden_size)
-        passage_head = None
-        if saved.get("passage_head"):
-            spec = saved["passage_head"]
-            if not (isinstance(spec, dict) and isinstance(spec.get("file"), str)):
-                raise CheckpointError(f"{path / CONFIG_NAME}: the 'passage_head' section must be an object with "
-                                      f"'file' (a file name), got {spec!r}")
-            passage_head = load_passage_head(path / spec["file"], model.config.hidden_size)
+        selector_file, head_file = _section_file(saved, "selector", path), _section_file(saved, "passage_head", path)
+        selector = None if selector_file is None else load_selector(selector_file, model.config.hidden_size)
+        passage_head = None if head_file is None else load_passage_head(head_file, model.config.hidden_size)
         config = _with_options(config, options)
         tokenizer = load_tokenizer(tok_dir, model.config.vocab_size)
         reader = cls(model, tokenizer, config, device=device, dtype=dtype)
@@ -299,15 +288,12 @@ class Reader:
             save_fusion(self.model, path / FUSION_NAME)
             meta["fusion"] = {"file": FUSION_NAME, "layers": sorted(int(i) for i in self.model.fusion),
                               "vision": self.model.vision.config.to_dict()}
-        if self.selector is not None:
-            selector_state = self.selector.state_dict().items()
-            save_file({k: v.detach().to("cpu", torch.float32).contiguous() for k, v in selector_state},
-                      str(path / SELECTOR_NAME))
-            meta["selector"] = {"file": SELECTOR_NAME}
-        if self.passage_head is not None:
-            save_file({k: v.detach().to("cpu", torch.float32).contiguous()
-                       for k, v in self.passage_head.state_dict().items()}, str(path / PASSAGE_HEAD_NAME))
-            meta["passage_head"] = {"file": PASSAGE_HEAD_NAME}
+        for section, module, name in (("selector", self.selector, SELECTOR_NAME),
+                                      ("passage_head", self.passage_head, PASSAGE_HEAD_NAME)):
+            if module is not None:
+                save_file({k: v.detach().to("cpu", torch.float32).contiguous() for k, v in module.state_dict().items()},
+                          str(path / name))
+                meta[section] = {"file": name}
         with open(path / CONFIG_NAME, "w") as f:
             json.dump(meta, f, indent=2)
         state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in self.model.state_dict().items()
@@ -395,9 +381,7 @@ class Reader:
         encoding and, with the passage prior, its passage embeddings) now, so that the first
         question costs what a further one does."""
         self._document_states(prepared)
-        ranks = (self.config.read == "auto" and prepared.tokens.num_chunks > self.config.read_full_chunks
-                 and self._ranks_chunks())
-        if self.config.retrieval_weight or ranks:
+        if self.config.retrieval_weight or self._reads_partially(prepared, self.config.read):
             from .retrieval import passage_embeddings
 
             passage_embeddings(self.passage_encoder, prepared)
@@ -505,7 +489,7 @@ class Reader:
         allow = self.config.no_answer if allow_no_answer is None else bool(allow_no_answer)
         prepared = self.prepare(doc, images)
         num_chunks = prepared.tokens.num_chunks
-        selective = read == "auto" and num_chunks > self.config.read_full_chunks and self._ranks_chunks()
+        selective = self._reads_partially(prepared, read)
         passages = None
         if self.config.retrieval_weight or selective:
             from .retrieval import passage_cosines
@@ -549,11 +533,11 @@ class Reader:
         ``q_states`` (:meth:`encode_question`) are computed when not given."""
         from .retrieval import passage_cosines, passage_embeddings
 
+        encoder = self.passage_encoder
         if passages is None:
-            passages = passage_cosines(self.passage_encoder, prepared, question)
-        emb = passage_embeddings(self.passage_encoder, prepared)[1]
-        num_chunks = prepared.tokens.num_chunks
-        prior = chunk_scores(*passages, prepared.inputs.token_chunk, num_chunks, passage_emb=emb)
+            passages = passage_cosines(encoder, prepared, question)
+        emb = passage_embeddings(encoder, prepared)[1]
+        prior = chunk_scores(*passages, prepared.inputs.token_chunk, prepared.tokens.num_chunks, passage_emb=emb)
         if self.config.lexical_weight:
             bm25 = self._lexical(prepared).scores(self.tokenizer(question, add_special_tokens=False)["input_ids"])
             prior = prior + self.config.lexical_weight * bm25 / bm25.max().clamp(min=1e-6)
@@ -578,6 +562,10 @@ class Reader:
         if spans[0].score < self.config.read_confidence:
             return True
         return p_null is not None and self._says_no_answer(p_null, spans[0].score)
+
+    def _reads_partially(self, prepared: PreparedDocument, read: str) -> bool:
+        """Whether a question in ``read`` mode reads ``prepared`` coarse to fine (ranked chunks)."""
+        return read == "auto" and prepared.tokens.num_chunks > self.config.read_full_chunks and self._ranks_chunks()
 
     def _ranks_chunks(self) -> bool:
         """Whether the passage prior can rank this reader's chunks: the retriever reads the
@@ -660,11 +648,7 @@ class Reader:
             raise InvalidOptionError("passage_encoder='head' needs a reader with a passage head "
                                      f"({PASSAGE_HEAD_NAME}, from longread.training.fit_passage_head); "
                                      "this reader has none: use passage_encoder='retriever'")
-        key = (id(self.passage_head), id(self.retriever))
-        if getattr(self, "_head_encoder_key", None) != key:
-            self._head_encoder = HeadPassageEncoder(self, self.passage_head, self.retriever)
-            self._head_encoder_key = key
-        return self._head_encoder
+        return HeadPassageEncoder(self, self.passage_head, self.retriever)
 
     def retrieval_prior(self, prepared: PreparedDocument, question: str) -> torch.Tensor:
         """log p(passage | question) for every document token, (n,) float32 (see longread/retrieval.py)."""
@@ -696,6 +680,17 @@ def _with_options(config: ReaderConfig, options: dict) -> ReaderConfig:
     layout = LayoutConfig(**{**asdict(config.layout), **{k: v for k, v in options.items() if k in layout_keys}})
     rest = {k: v for k, v in options.items() if k in reader_keys}
     return ReaderConfig(**{**asdict(config), "layout": layout, **rest})
+
+
+def _section_file(saved: dict, section: str, path: Path) -> Optional[Path]:
+    """The file a reader config's ``section`` names ({"file": name}), or None without the section."""
+    spec = saved.get(section)
+    if not spec:
+        return None
+    if not (isinstance(spec, dict) and isinstance(spec.get("file"), str)):
+        raise CheckpointError(f"{path / CONFIG_NAME}: the '{section}' section must be an object with 'file' "
+                              f"(a file name), got {spec!r}")
+    return path / spec["file"]
 
 
 def load_selector(path: Path, hidden: int) -> ChunkSelector:

