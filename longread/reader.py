@@ -84,6 +84,12 @@ class ReaderConfig:
     read_max_chunks: int = 12
     read_confidence: float = 0.0
     read_summaries: Optional[int] = 64
+    # bridge hops (partial reads only): the question with the best span appended ranks the chunks
+    # again and the read_chunks it ranks first that were not read are read with it; their best span
+    # becomes the answer when it is more probable than the answer so far (and, with a no-answer
+    # slot, is not a "no answer" verdict). For facts stated in two places ("X is what the keeper
+    # holds" ... "the keeper holds 42"); each hop costs one more read
+    read_hops: int = 0
 
     def __post_init__(self):
         rules = {"max_answer_tokens": self.max_answer_tokens >= 1, "top_k": self.top_k >= 1,
@@ -98,7 +104,8 @@ class ReaderConfig:
                  "read_chunks": _whole(self.read_chunks, 1), "read_neighbours": _whole(self.read_neighbours, 0),
                  "read_max_chunks": _whole(self.read_max_chunks, 1),
                  "read_confidence": 0 <= self.read_confidence <= 1,
-                 "read_summaries": self.read_summaries is None or _whole(self.read_summaries, 1)}
+                 "read_summaries": self.read_summaries is None or _whole(self.read_summaries, 1),
+                 "read_hops": _whole(self.read_hops, 0)}
         bad = [f"{k}={getattr(self, k)!r}" for k, ok in rules.items() if not ok]
         if bad:
             raise InvalidOptionError(
@@ -106,8 +113,9 @@ class ReaderConfig:
                 "temperatures > 0 (mbr_temperature >= 0, 0 = off), retrieval_weight and lexical_weight >= 0, "
                 f"passage_encoder one of {', '.join(PASSAGE_ENCODERS)}, no_answer_threshold "
                 "finite, min_alternative_score and read_confidence in [0, 1], read one of "
-                f"{', '.join(READ_MODES)}, read_chunks and read_max_chunks whole numbers >= 1, read_full_chunks "
-                "and read_neighbours whole numbers >= 0, read_summaries a whole number >= 1 or None (every chunk)")
+                f"{', '.join(READ_MODES)}, read_chunks and read_max_chunks whole numbers >= 1, read_full_chunks, "
+                "read_neighbours and read_hops whole numbers >= 0, read_summaries a whole number >= 1 or None "
+                "(every chunk)")
 
 
 @dataclass
@@ -518,9 +526,47 @@ class Reader:
                 spans, p_null = self._decode(prepared, reads, passages, top_k, max_answer_tokens)
                 if depth >= most or not self._unsure(spans, p_null):
                     break
+            for _ in range(self.config.read_hops):
+                hop = self._hop(prepared, question, spans, done, top_k, max_answer_tokens)
+                if hop is not None:
+                    spans, p_null = hop
         answer = self.assemble_answer(prepared, spans, question, p_null, allow)
         answer.chunks_read = list(range(num_chunks)) if not selective else sorted(done)
         return answer
+
+    def _hop(self, prepared: PreparedDocument, question: str, spans, done: set, top_k: int, max_answer_tokens: int):
+        """One bridge hop (``read_hops``): reads the chunks not in ``done`` that ``question`` with the
+        best span appended ranks first (adding them to ``done``). Returns (spans, P(no answer)) of
+        that read when its best span is more probable than ``spans[0]`` and not a no-answer
+        verdict, else None."""
+        from .retrieval import passage_cosines
+
+        asked = self._bridge_question(prepared, question, spans[0])
+        passages = passage_cosines(self.passage_encoder, prepared, asked)
+        q_states = self.encode_question(asked)
+        scores = self.chunk_ranking_scores(prepared, asked, passages, q_states)
+        ranking = torch.argsort(scores, descending=True, stable=True).tolist()
+        fresh = [c for c in ranking if c not in done][:self.config.read_chunks]
+        new = [c for c in with_neighbours(fresh, self.config.read_neighbours, prepared.tokens.num_chunks)
+               if c not in done]
+        if not new:
+            return None
+        limit = self.config.read_summaries
+        seen = None if limit is None or limit >= len(ranking) else sorted(ranking[:limit])
+        done.update(new)
+        read = self.read(prepared, q_states, new, summary_chunks=seen)
+        hop_spans, hop_null = self._decode(prepared, [read], passages, top_k, max_answer_tokens)
+        if hop_spans[0].score <= spans[0].score:
+            return None
+        if hop_null is not None and self._says_no_answer(hop_null, hop_spans[0].score):
+            return None
+        return hop_spans, hop_null
+
+    def _bridge_question(self, prepared: PreparedDocument, question: str, span) -> str:
+        """``question`` followed by ``span``'s text, cut to the layout's question length."""
+        room = self.config.layout.max_question_tokens - len(self.tokenizer(question)["input_ids"])
+        ids = prepared.tokens.input_ids[span.start:span.end + 1].tolist()[:max(room, 0)]
+        return f"{question} {self.tokenizer.decode(ids)}" if ids else question
 
     @torch.inference_mode()
     def chunk_ranking_scores(self, prepared: PreparedDocument, question: str, passages=None,

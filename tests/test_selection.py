@@ -325,9 +325,49 @@ def test_read_options_are_checked(reader):
         reader.answer(document(sections=2), "a question?", read="some")
     for bad in (dict(read="fast"), dict(read_chunks=0), dict(read_max_chunks=0), dict(read_neighbours=-1),
                 dict(read_full_chunks=1.5), dict(read_confidence=1.5), dict(read_summaries=0),
-                dict(read_summaries=2.5)):
+                dict(read_summaries=2.5), dict(read_hops=-1), dict(read_hops=0.5)):
         with pytest.raises(InvalidOptionError):
             ReaderConfig(**bad)
+
+
+def test_a_bridge_hop_reads_what_the_question_and_its_answer_rank_first(reader):
+    """read_hops=1: after the rounds, the question with the best span's text appended ranks the
+    chunks again; the read_chunks it ranks first that were not read (with neighbours) are read,
+    and the answer is the hop's best span only when that is more probable than the first."""
+    text = document(fact_at=7)
+    prepared = reader.prepare(text)
+    question = "Who was the lighthouse keeper of Port Alden?"
+    first = reader.answer(prepared, question)
+    offsets = prepared.tokens.offsets
+    t0, t1 = int(np.searchsorted(offsets[:, 0], first.start)), int(np.searchsorted(offsets[:, 1], first.end))
+    bridged = f"{question} {reader.tokenizer.decode(prepared.tokens.input_ids[t0:t1 + 1].tolist())}"
+    ranking = torch.argsort(reader.chunk_ranking_scores(prepared, bridged), descending=True, stable=True).tolist()
+    fresh = [c for c in ranking if c not in first.chunks_read][:2]
+    hop_chunks = [c for c in with_neighbours(fresh, 1, prepared.tokens.num_chunks) if c not in first.chunks_read]
+    reader.config.read_hops = 1
+    try:
+        a = reader.answer(prepared, question)
+    finally:
+        reader.config.read_hops = ReaderConfig.read_hops
+    assert a.chunks_read == sorted(set(first.chunks_read) | set(hop_chunks))
+    assert text[a.start:a.end] == a.text
+    if (a.start, a.end) != (first.start, first.end):
+        assert a.chunk in hop_chunks and a.score > first.score
+    else:
+        assert a.score == pytest.approx(first.score)
+
+
+def test_a_bridge_hop_keeps_a_long_question_within_its_length(reader):
+    """The bridge question is cut to the layout's question length (32 tokens here)."""
+    prepared = reader.prepare(document())
+    question = "Which of the farmers in the valley who grew barley and oats opened the markets every week there?"
+    assert len(reader.tokenizer(question)["input_ids"]) > 20
+    reader.config.read_hops = 2
+    try:
+        a = reader.answer(prepared, question, max_answer_tokens=20)
+    finally:
+        reader.config.read_hops = ReaderConfig.read_hops
+    assert prepared.document.text[a.start:a.end] == a.text
 
 
 def test_chunk_attention_covers_a_partial_read(reader):
