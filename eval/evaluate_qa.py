@@ -73,8 +73,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--xquad-questions", choices=("heldout", "unseen", "all"), default="heldout",
                    help="heldout (default): only XQuAD articles train.py holds out (its --seed 0 split, which "
-                        "needs --covidqa-train); unseen: XQuAD articles outside the SQuAD 2.0 third that "
-                        "longread.training.campaign trains on (it never trains on XQuAD); all: every question")
+                        "needs --covidqa-train); unseen: XQuAD articles outside the two SQuAD 2.0 dev parts that "
+                        "longread.training.campaign trains and fits on (it never trains on XQuAD's questions); "
+                        "all: every question")
     p.add_argument("--covidqa-train", default=str(DATA_DIR / "covidqa" / "train.json"),
                    help="COVID-QA train file (the training split draws its held-out articles first)")
     p.add_argument("--device", default=None, help="cpu / cuda (default: cuda if available)")
@@ -167,11 +168,13 @@ def bootstrap_ci(values: np.ndarray, resamples: int = 2000, seed: int = 0) -> Li
 
 
 # ----------------------------------------------------------------------------- SQuAD, SQuAD 2.0, CUAD
-def squad2_training_articles(squad2_path) -> set:
-    """Titles of the SQuAD 2.0 dev articles whose unanswerable questions the campaign trains on."""
+def squad2_fitted_articles(squad2_path) -> set:
+    """Titles of the SQuAD 2.0 dev articles a campaign reader has used: the part whose unanswerable
+    questions it trains on and the part its no-answer threshold and decoding are fitted on."""
     from longread.training.corpora import read_squad_json, squad2_parts
 
-    return squad2_parts(read_squad_json(squad2_path))["train"]
+    parts = squad2_parts(read_squad_json(squad2_path))
+    return parts["train"] | parts["calibrate"]
 
 
 def paragraph_jobs(docs: List[dict], name: str, limit: Optional[int], seed: int) -> List[dict]:
@@ -419,7 +422,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         predictions["covidqa"] = records
 
     if "squad" in args.sets:
-        seen = squad2_training_articles(args.squad2)
+        seen = squad2_fitted_articles(args.squad2)
         records = []
         ask_all(reader, paragraph_jobs(load_squad(args.squad), "squad", args.limit, args.seed), "SQuAD dev", records)
         result["sets"]["squad_dev"] = summarize(records)
@@ -447,7 +450,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         n = args.haystack_questions if args.limit is None else min(args.haystack_questions, args.limit)
         keep = heldout_question_ids(args.covidqa_train, args.xquad) if args.xquad_questions == "heldout" else None
         if args.xquad_questions == "unseen":
-            seen = squad2_training_articles(args.squad2)
+            seen = squad2_fitted_articles(args.squad2)
             keep = {qa["id"] for d in load_squad(args.xquad) if d["title"] not in seen for qa in d["qas"]}
         paragraphs = haystack_questions(args.xquad, n, args.seed, keep)
         pool = FillerPool(load_wiki(args.wiki), reader.tokenizer)

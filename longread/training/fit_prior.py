@@ -1,15 +1,20 @@
 """Fit the reader's decoding settings (the passage-retrieval prior's ``retrieval_weight`` and
 ``retrieval_temperature``, and the span choice's ``mbr_temperature``) on held-out training data
-(the articles ``train.py`` holds out with the same seed; never the dev file), and write the best
-setting into the reader's config.
+(never a dev file's reported part), and write the best setting into the reader's config.
 
     python -m longread.training.fit_prior --model longread/default_model --data-dir ../shared/data
 
 Held-out questions: COVID-QA questions asked of their whole article, and XQuAD-en questions asked
-of their paragraph. The reader's logits and the passage cosines are computed once, then every
-grid point is scored by SQuAD F1; the objective is the mean of the two sets' F1 (``--objective
-covidqa`` uses COVID-QA alone), so a setting that helps long scientific answers at the expense of
-short factoid ones is not chosen.
+of their paragraph, from the articles the reader's own training held out (``--split``): for a
+reader from ``train.py`` the articles it holds out with the same seed; for one from
+``campaign.py`` the COVID-QA train articles ``corpora.HELD`` carves out and the XQuAD articles of
+SQuAD 2.0 dev's calibration part (the campaign trains on none of XQuAD; evaluation reports the
+other parts, ``eval/evaluate_qa.py --xquad-questions unseen``).
+
+The reader's logits and the passage cosines are computed once, then every grid point is scored
+by SQuAD F1; the objective is the mean of the two sets' F1 (``--objective covidqa`` uses
+COVID-QA alone), so a setting that helps long scientific answers at the expense of short factoid
+ones is not chosen.
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ from ..metrics import text_em_f1
 from ..reader import CONFIG_NAME, Reader
 from ..retrieval import chunk_log_prior, passage_cosines
 from .data import load_squad_records
+from .corpora import HELD, read_squad_json, split_by_article, squad2_parts
 from .train import HOLDOUT_ARTICLES, XQUAD_HOLDOUT_ARTICLES, split_articles
 
 WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0)
@@ -43,6 +49,27 @@ def collect(reader: Reader, records):
         token_passage, cosine = passage_cosines(reader.passage_encoder, prepared, rec.question)
         rows.append((prepared, start.float().cpu(), end.float().cpu(), token_passage, cosine, rec.answer_text))
     return rows
+
+
+def heldout_sets(data: Path, split: str, holdout_articles: int = HOLDOUT_ARTICLES, seed: int = 0):
+    """(COVID-QA held-out records, XQuAD held-out records) of ``split`` ("train" or "campaign")."""
+    xquad = load_squad_records(data / "xquad" / "xquad.en.json")
+    if split == "campaign":
+        _, covid = split_by_article(read_squad_json(data / "covidqa" / "train.json", keep_unanswerable=False),
+                                    HELD["covidqa"])
+        calibrate = squad2_parts(read_squad_json(data / "squad" / "dev-v2.0.json"))["calibrate"]
+        return covid, [r for r in xquad if r.article in calibrate]
+    rng = random.Random(seed)              # the same draws, in the same order, as train.py
+    _, covid = split_articles(load_squad_records(data / "covidqa" / "train.json"), holdout_articles, rng)
+    _, held = split_articles(xquad, XQUAD_HOLDOUT_ARTICLES, rng)
+    return covid, held
+
+
+def training_split(model_dir) -> str:
+    """The held-out split of the recipe that trained the reader in ``model_dir``."""
+    path = Path(model_dir) / CONFIG_NAME
+    recipe = json.loads(path.read_text()).get("training", {}).get("recipe", "") if path.is_file() else ""
+    return "campaign" if recipe.endswith("campaign") else "train"
 
 
 def score(reader: Reader, rows, weight: float, temperature: float, mbr_temperature: float = 0.0) -> float:
@@ -64,15 +91,14 @@ def main(argv=None):
     p.add_argument("--data-dir", default="../shared/data")
     p.add_argument("--holdout-articles", type=int, default=HOLDOUT_ARTICLES)
     p.add_argument("--seed", type=int, default=0, help="must match train.py's --seed (same held-out articles)")
+    p.add_argument("--split", choices=("auto", "train", "campaign"), default="auto",
+                   help="whose held-out articles (auto: the recipe named in the reader's config)")
     p.add_argument("--objective", choices=("mean", "covidqa"), default="mean")
     p.add_argument("--dry-run", action="store_true", help="print the grid, do not write the config")
     args = p.parse_args(argv)
 
-    data = Path(args.data_dir)
-    rng = random.Random(args.seed)              # the same draws, in the same order, as train.py
-    _, covid_held = split_articles(load_squad_records(data / "covidqa" / "train.json"), args.holdout_articles, rng)
-    xquad = load_squad_records(data / "xquad" / "xquad.en.json")
-    _, xquad_held = split_articles(xquad, XQUAD_HOLDOUT_ARTICLES, rng)
+    split = training_split(args.model) if args.split == "auto" else args.split
+    covid_held, xquad_held = heldout_sets(Path(args.data_dir), split, args.holdout_articles, args.seed)
     reader = Reader.from_pretrained(args.model)
     reader.progress = False
     with torch.inference_mode():
@@ -96,7 +122,7 @@ def main(argv=None):
     meta["reader"].update(retrieval_weight=w, retrieval_temperature=tau, mbr_temperature=m)
     meta.setdefault("training", {}).pop("retrieval_prior_fit", None)
     meta["training"]["decoding_fit"] = {
-        "objective": args.objective, "heldout_questions": {k: len(v) for k, v in sets.items()},
+        "objective": args.objective, "split": split, "heldout_questions": {k: len(v) for k, v in sets.items()},
         "f1": best, "f1_plain_decoding": plain}
     path.write_text(json.dumps(meta, indent=2))
     print(f"wrote retrieval_weight={w}, retrieval_temperature={tau}, mbr_temperature={m} into {path}")

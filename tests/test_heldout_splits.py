@@ -1,0 +1,43 @@
+"""The held-out articles that fit a campaign reader's decoding are held out of its training, and
+the questions evaluation reports are neither trained nor fitted on (``../shared/data``; skipped
+without it)."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+DATA_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "eval"))
+
+pytestmark = pytest.mark.skipif(not (DATA_DIR / "squad" / "dev-v2.0.json").exists(), reason=f"{DATA_DIR} is absent")
+
+
+def test_campaign_split_fits_on_held_out_articles_and_reports_on_others():
+    from evaluate_qa import squad2_fitted_articles
+
+    from longread.training.corpora import load_corpus, read_squad_json, squad2_parts
+    from longread.training.fit_prior import heldout_sets
+
+    covid, xquad = heldout_sets(DATA_DIR, "campaign")
+    corpus = load_corpus(DATA_DIR, sources=("covidqa", "squad2"))
+    trained_covid = {r.article for r in corpus.train["covidqa"]}
+    assert covid and {r.article for r in covid} == {r.article for r in corpus.held["covidqa"]}
+    assert not {r.article for r in covid} & trained_covid
+    parts = squad2_parts(read_squad_json(DATA_DIR / "squad" / "dev-v2.0.json"))
+    assert xquad and {r.article for r in xquad} <= parts["calibrate"]
+    assert not {r.article for r in xquad} & {r.article for r in corpus.train["squad2"]}
+    # evaluation's "unseen" XQuAD articles: neither the trained nor the fitted part
+    with open(DATA_DIR / "xquad" / "xquad.en.json", encoding="utf-8") as f:
+        titles = {a["title"] for a in json.load(f)["data"]}
+    unseen = titles - squad2_fitted_articles(DATA_DIR / "squad" / "dev-v2.0.json")
+    assert unseen and not unseen & ({r.article for r in xquad} | parts["train"])
+
+
+def test_split_follows_the_recipe_in_the_config(tmp_path):
+    from longread.training.fit_prior import training_split
+
+    (tmp_path / "longread_config.json").write_text(json.dumps({"training": {"recipe": "longread.training.campaign"}}))
+    assert training_split(tmp_path) == "campaign"
+    (tmp_path / "longread_config.json").write_text(json.dumps({"training": {"args": {}}}))
+    assert training_split(tmp_path) == "train"
