@@ -287,6 +287,21 @@ def test_cuad_metrics_by_hand():
     assert abs(m["precision_at_80_recall"] - 75.0) < 1e-9 and m["max_recall"] == 100.0
 
 
+def test_questions_over_the_readers_limit_are_dropped_and_counted():
+    from types import SimpleNamespace
+
+    from longread.checkpoints import load_tokenizer
+    from longread.layout import LayoutConfig
+
+    ev = _load_script("evaluate_qa")
+    reader = SimpleNamespace(tokenizer=load_tokenizer(gt.get_model_path(), 30522),
+                             config=SimpleNamespace(layout=LayoutConfig(max_question_tokens=12)))
+    short, long = {"question": "Who signed it?"}, {"question": "Which of the many parties " * 4 + "signed it?"}
+    jobs = [{"qas": [short, long]}, {"qas": [long]}, {"qas": [short]}]
+    assert ev.drop_long_questions(jobs, reader) == 2
+    assert jobs == [{"qas": [short]}, {"qas": [short]}]
+
+
 def test_gpu_check_script_parses_and_its_commands_are_valid():
     """eval/gpu_check.sh is valid bash, and each stage's command line is accepted by the parser of
     the program it runs (so the GPU run cannot fail on a flag); the tests it names exist."""

@@ -131,3 +131,20 @@ def test_expected_calibration_error_by_hand():
     by_hand = (abs(0.05 - 0) + abs(0.15 - 1) + abs(0.55 - 1) + 2 * abs(0.935 - 0.5)) / 5
     assert math.isclose(err, by_hand, rel_tol=1e-9)
     assert [n for _, _, n in table] == [1, 1, 1, 2]
+
+
+def test_threshold_verdicts_by_hand():
+    """decide: abstain when log P(null) - log P(span) > threshold; an abstention scores 1 on an
+    unanswerable question and its confidence is P(null)."""
+    from longread.training.fit_no_answer import decide
+
+    answer_f1 = np.array([1.0, 0.4, 0.0])
+    p_span, p_null = np.array([0.6, 0.2, 0.1]), np.array([0.3, 0.5, 0.8])
+    abstain_f1 = np.array([0.0, 0.0, 1.0])            # the third question is unanswerable
+    out = (answer_f1, p_span, p_null, abstain_f1)
+    f1, conf, right = decide(out, 0.0)                # log ratios: -0.69, 0.92, 2.08
+    assert f1.tolist() == [1.0, 0.0, 1.0] and conf.tolist() == [0.6, 0.5, 0.8] and right.tolist() == [1, 0, 1]
+    f1, conf, _ = decide(out, 1.0)                    # only the third abstains
+    assert f1.tolist() == [1.0, 0.4, 1.0] and conf.tolist() == [0.6, 0.2, 0.8]
+    f1, _, _ = decide(out, -1e9)                      # always abstains
+    assert f1.tolist() == abstain_f1.tolist()

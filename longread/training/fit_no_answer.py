@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
 from pathlib import Path
 from typing import List
@@ -77,27 +76,31 @@ def collect(reader: Reader, rows) -> List[dict]:
     return out
 
 
-def decide(reader: Reader, rows: List[dict], temperature: float, threshold: float):
-    """(F1 per question, confidence per question, right per question) at these settings."""
-    f1s, conf, right = [], [], []
+def outcomes(reader: Reader, rows: List[dict], temperature: float):
+    """Per question at this temperature: (F1 if it answers, P(best span), P(no answer), F1 if it
+    abstains), as arrays; the verdict at any threshold follows from them (:func:`decide`)."""
+    answer_f1, p_span, p_null = [], [], []
     for r in rows:
         span = best_spans(r["start"], r["end"], top_k=1, max_answer_tokens=reader.config.max_answer_tokens,
                           temperature=temperature, mbr_temperature=reader.config.mbr_temperature,
                           mbr_candidates=reader.config.mbr_candidates, null_logits=r["null"])[0]
-        p_null = null_probability(r["start"], r["end"], r["null"], temperature)
-        abstain = math.log(max(p_null, 1e-300)) - math.log(max(span.score, 1e-300)) > threshold
-        if abstain:
-            f1 = float(not r["gold"])
-            c = p_null
-        else:
-            offs = r["doc"].tokens.offsets
-            text = r["doc"].document.text[int(offs[span.start, 0]):int(offs[span.end, 1])]
-            f1 = text_em_f1(text, r["gold"])[1] if r["gold"] else 0.0
-            c = span.score
-        f1s.append(f1)
-        conf.append(c)
-        right.append(f1 >= 0.5)
-    return np.array(f1s), np.array(conf), np.array(right)
+        offs = r["doc"].tokens.offsets
+        text = r["doc"].document.text[int(offs[span.start, 0]):int(offs[span.end, 1])]
+        answer_f1.append(text_em_f1(text, r["gold"])[1] if r["gold"] else 0.0)
+        p_span.append(span.score)
+        p_null.append(null_probability(r["start"], r["end"], r["null"], temperature))
+    abstain_f1 = [float(not r["gold"]) for r in rows]
+    return tuple(np.array(v, dtype=np.float64) for v in (answer_f1, p_span, p_null, abstain_f1))
+
+
+def decide(out, threshold: float):
+    """(F1 per question, confidence per question, right per question) of :func:`outcomes` ``out``
+    at ``threshold``: abstain when log P(no answer) - log P(best span) exceeds it."""
+    answer_f1, p_span, p_null, abstain_f1 = out
+    abstain = np.log(np.maximum(p_null, 1e-300)) - np.log(np.maximum(p_span, 1e-300)) > threshold
+    f1 = np.where(abstain, abstain_f1, answer_f1)
+    conf = np.where(abstain, p_null, p_span)
+    return f1, conf, f1 >= 0.5
 
 
 def ece(conf: np.ndarray, right: np.ndarray, bins: int = 10):
@@ -129,17 +132,17 @@ def main(argv=None):
     with torch.inference_mode():
         collected = collect(reader, rows)
     base_t = reader.config.temperature
-    grid = {}
+    grid, per_temperature = {}, {t: outcomes(reader, collected, t) for t in sorted({*TEMPERATURES, base_t})}
     for t in TEMPERATURES:
         for th in THRESHOLDS:
-            f1, conf, right = decide(reader, collected, t, float(th))
+            f1, conf, right = decide(per_temperature[t], float(th))
             grid[(t, float(th))] = (float(f1.mean()), ece(conf, right)[0])
     # the threshold maximises F1; among settings within 0.2 F1 of the best, the best-calibrated wins
     best_f1 = max(v[0] for v in grid.values())
     (t, th), (f1, err) = min(((k, v) for k, v in grid.items() if v[0] >= best_f1 - 0.002), key=lambda kv: kv[1][1])
-    _, conf, right = decide(reader, collected, t, th)
+    _, conf, right = decide(per_temperature[t], th)
     err, table = ece(conf, right)
-    before_f1, before_conf, before_right = decide(reader, collected, base_t, 0.0)
+    before_f1, before_conf, before_right = decide(per_temperature[base_t], 0.0)
     report = {"questions": len(rows), "by_source": {s: sum(r[3] == s for r in rows) for s in {r[3] for r in rows}},
               "temperature": t, "no_answer_threshold": th, "heldout_f1": 100 * f1, "ece": err,
               "before": {"temperature": base_t, "threshold": 0.0, "heldout_f1": 100 * float(before_f1.mean()),
