@@ -510,11 +510,8 @@ class Reader:
             # rounds: the next-ranked chunks (and their neighbours) not read yet, read on their own,
             # until the best span is probable enough or read_max_chunks ranked chunks are in
             q_states = self.encode_question(question)
-            scores = self.chunk_ranking_scores(prepared, question, passages, q_states)
-            ranking = torch.argsort(scores, descending=True, stable=True).tolist()
+            ranking, seen = self._ranking(prepared, question, passages, q_states)
             most = min(self.config.read_max_chunks, num_chunks)
-            limit = self.config.read_summaries
-            seen = None if limit is None or limit >= num_chunks else sorted(ranking[:limit])
             depth, done, reads = 0, set(), []
             while True:
                 depth = min(depth + self.config.read_chunks, most)
@@ -544,15 +541,12 @@ class Reader:
         asked = self._bridge_question(prepared, question, spans[0])
         passages = passage_cosines(self.passage_encoder, prepared, asked)
         q_states = self.encode_question(asked)
-        scores = self.chunk_ranking_scores(prepared, asked, passages, q_states)
-        ranking = torch.argsort(scores, descending=True, stable=True).tolist()
+        ranking, seen = self._ranking(prepared, asked, passages, q_states)
         fresh = [c for c in ranking if c not in done][:self.config.read_chunks]
         new = [c for c in with_neighbours(fresh, self.config.read_neighbours, prepared.tokens.num_chunks)
                if c not in done]
         if not new:
             return None
-        limit = self.config.read_summaries
-        seen = None if limit is None or limit >= len(ranking) else sorted(ranking[:limit])
         done.update(new)
         read = self.read(prepared, q_states, new, summary_chunks=seen)
         hop_spans, hop_null = self._decode(prepared, [read], passages, top_k, max_answer_tokens)
@@ -561,6 +555,14 @@ class Reader:
         if hop_null is not None and self._says_no_answer(hop_null, hop_spans[0].score):
             return None
         return hop_spans, hop_null
+
+    def _ranking(self, prepared: PreparedDocument, question: str, passages, q_states):
+        """(chunk indices, best first; the chunks whose summaries a partial read sees, sorted, or
+        None for every chunk) for ``question``."""
+        scores = self.chunk_ranking_scores(prepared, question, passages, q_states)
+        ranking = torch.argsort(scores, descending=True, stable=True).tolist()
+        limit = self.config.read_summaries
+        return ranking, None if limit is None or limit >= len(ranking) else sorted(ranking[:limit])
 
     def _bridge_question(self, prepared: PreparedDocument, question: str, span) -> str:
         """``question`` followed by ``span``'s text, cut to the layout's question length."""

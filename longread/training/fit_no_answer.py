@@ -94,11 +94,17 @@ def outcomes(reader: Reader, rows: List[dict], temperature: float):
     return tuple(np.array(v, dtype=np.float64) for v in (answer_f1, p_span, p_null, abstain_f1))
 
 
+def abstains(out, threshold: float) -> np.ndarray:
+    """Per question of :func:`outcomes` ``out``: log P(no answer) - log P(best span) > threshold."""
+    _, p_span, p_null, _ = out
+    return np.log(np.maximum(p_null, 1e-300)) - np.log(np.maximum(p_span, 1e-300)) > threshold
+
+
 def decide(out, threshold: float):
     """(F1 per question, confidence per question, right per question) of :func:`outcomes` ``out``
     at ``threshold``: abstain when log P(no answer) - log P(best span) exceeds it."""
     answer_f1, p_span, p_null, abstain_f1 = out
-    abstain = np.log(np.maximum(p_null, 1e-300)) - np.log(np.maximum(p_span, 1e-300)) > threshold
+    abstain = abstains(out, threshold)
     f1 = np.where(abstain, abstain_f1, answer_f1)
     conf = np.where(abstain, p_null, p_span)
     return f1, conf, f1 >= 0.5
@@ -141,9 +147,8 @@ def main(argv=None):
     for t in TEMPERATURES:
         for th in THRESHOLDS:
             f1, conf, right = decide(per_temperature[t], float(th))
-            abstained = np.log(np.maximum(per_temperature[t][2], 1e-300)) - \
-                np.log(np.maximum(per_temperature[t][1], 1e-300)) > th
-            grid[(t, float(th))] = (float(f1.mean()), ece(conf, right)[0], float(abstained[answerable].mean()))
+            wrongly = float(abstains(per_temperature[t], float(th))[answerable].mean())
+            grid[(t, float(th))] = (float(f1.mean()), ece(conf, right)[0], wrongly)
     # the threshold maximises F1 among those that abstain on at most --max-false-abstention of the
     # answerable questions; among settings within 0.2 F1 of that best, the best-calibrated wins
     allowed = {k: v for k, v in grid.items() if v[2] <= args.max_false_abstention} or grid
