@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (DATA_DIR, PROJECT_ROOT, environment, load_squad, load_wiki, markdown_table,  # noqa: E402
                      norm_title, reader_description, reader_from_args, report)
 
-from longread.metrics import text_em_f1  # noqa: E402
+from longread.metrics import expected_calibration_error, text_em_f1  # noqa: E402
 
 QUICK_COVID_ARTICLES = 2
 QUICK_COVID_QUESTIONS = 20
@@ -143,6 +143,7 @@ def summarize(records: List[dict]) -> dict:
         "f1": 100.0 * float(f1s.mean()),
         "f1_95ci": bootstrap_ci(f1s),
         "abstained_pct": 100.0 * float(np.mean([not r["prediction"] for r in records])),
+        "ece": calibration_error(records),
         "mean_s_per_question": float(secs.mean()),
         "mean_s_first_question": float(secs[first].mean()) if first.any() else None,
         "mean_s_further_question": float(secs[~first].mean()) if (~first).any() else None,
@@ -156,6 +157,15 @@ def summarize(records: List[dict]) -> dict:
         out["has_answer_f1"] = 100.0 * float(np.mean([r["f1"] for r in has])) if has else None
         out["no_answer_accuracy"] = 100.0 * float(np.mean([r["f1"] for r in records if not r["answers"]]))
     return out
+
+
+def calibration_error(records: List[dict]) -> Optional[float]:
+    """Expected calibration error (10 bins) of what the reader reports: ``Answer.score`` for an
+    answer, P(no answer) for a verdict; right = F1 >= 0.5 (a verdict on an unanswerable question)."""
+    conf = [r["no_answer_score"] if not r["prediction"] else r["score"] for r in records]
+    if any(c is None for c in conf):
+        return None
+    return expected_calibration_error(conf, [r["f1"] >= 0.5 for r in records])[0]
 
 
 def bootstrap_ci(values: np.ndarray, resamples: int = 2000, seed: int = 0) -> List[float]:
@@ -392,10 +402,10 @@ def render_markdown(result: dict) -> str:
         ci = s.get("f1_95ci") or [None, None]
         interval = f"{ci[0]:.1f}–{ci[1]:.1f}" if ci[0] is not None else None
         rows.append([name, s.get("n"), s.get("documents"), s.get("mean_doc_tokens"), s.get("em"), s.get("f1"),
-                     interval, s.get("abstained_pct"), s.get("right_paragraph_rate"), s.get("mean_s_first_question"),
-                     s.get("mean_s_further_question")])
+                     interval, s.get("abstained_pct"), s.get("ece"), s.get("right_paragraph_rate"),
+                     s.get("mean_s_first_question"), s.get("mean_s_further_question")])
     table = markdown_table(["set", "questions", "docs", "mean doc tokens", "EM", "F1", "F1 95% CI", "abstained %",
-                            "right paragraph %", "mean s first", "mean s further"], rows)
+                            "ECE", "right paragraph %", "mean s first", "mean s further"], rows)
     keys = ("has_answer_f1", "no_answer_accuracy", "aupr", "precision_at_80_recall", "max_recall")
     extra = [f"- {name}: " + ", ".join(f"{k} {s[k]:.1f}" for k in keys if s.get(k) is not None)
              for name, s in result["sets"].items() if any(s.get(k) is not None for k in ("has_answer_f1", "aupr"))]
@@ -408,7 +418,9 @@ def render_markdown(result: dict) -> str:
         f"torch {env['torch_version']}, {env['date']}",
         f"- command: `{env['command']}`", "", table, "", *extra, "",
         "EM/F1: SQuAD normalisation, best over gold answers; an unanswerable question scores 1 when the reader "
-        "abstains, an answerable one 0; 95% CI: bootstrap over questions. 'first' = first question on a document "
+        "abstains, an answerable one 0; 95% CI: bootstrap over questions. ECE: expected calibration error (10 "
+        "bins) of the reported confidence (Answer.score, or P(no answer) for a verdict) against F1 >= 0.5. "
+        "'first' = first question on a document "
         "(tokenize + encode + read); 'further' = later questions on the same (cached) document.",
         "Haystack: XQuAD-en paragraph at a random depth among other Wikipedia lead sections; "
         "'right paragraph' = predicted span inside the inserted paragraph.",

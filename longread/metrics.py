@@ -44,3 +44,20 @@ def squad_em_f1(pred: Tuple[int, int], gold: Tuple[int, int], token_level: bool 
     p = overlap / (pred[1] - pred[0] + 1)
     r = overlap / (gold[1] - gold[0] + 1)
     return float(pred == gold), 2 * p * r / (p + r)
+
+
+def expected_calibration_error(conf, right, bins: int = 10):
+    """Expected calibration error of confidences ``conf`` (n,) in [0, 1] against outcomes ``right``
+    (n,) bool, over ``bins`` equal-width bins; and the bins (mean conf, fraction right, count)."""
+    import numpy as np
+
+    conf, right = np.asarray(conf, dtype=np.float64), np.asarray(right, dtype=np.float64)
+    edges = np.linspace(0, 1, bins + 1)
+    idx = np.clip(np.digitize(conf, edges[1:-1]), 0, bins - 1)
+    table, total = [], 0.0
+    for b in range(bins):
+        m = idx == b
+        if m.any():
+            table.append((float(conf[m].mean()), float(right[m].mean()), int(m.sum())))
+            total += m.sum() / len(conf) * abs(conf[m].mean() - right[m].mean())
+    return float(total), table

@@ -287,6 +287,20 @@ def test_cuad_metrics_by_hand():
     assert abs(m["precision_at_80_recall"] - 75.0) < 1e-9 and m["max_recall"] == 100.0
 
 
+def test_calibration_error_scores_what_the_reader_reports():
+    """An answer is judged by its score, a verdict by P(no answer); right = F1 >= 0.5."""
+    ev = _load_script("evaluate_qa")
+    records = [{"prediction": "x", "score": 0.95, "no_answer_score": 0.01, "f1": 1.0},
+               {"prediction": "y", "score": 0.92, "no_answer_score": 0.02, "f1": 0.4},
+               {"prediction": "", "score": 0.05, "no_answer_score": 0.35, "f1": 1.0},
+               {"prediction": "z", "score": 0.15, "no_answer_score": None, "f1": 0.0}]
+    # bins: [0.9, 1]: mean conf 0.935, right 1/2; [0.3, 0.4): 0.35 vs 1
+    assert abs(ev.calibration_error(records[:3]) - (2 * abs(0.935 - 0.5) + abs(0.35 - 1)) / 3) < 1e-9
+    assert ev.calibration_error(records[:2] + records[3:]) == ev.expected_calibration_error(
+        [0.95, 0.92, 0.15], [True, False, False])[0]
+    assert ev.calibration_error([{**records[2], "no_answer_score": None}]) is None   # no no-answer slot
+
+
 def test_questions_over_the_readers_limit_are_dropped_and_counted():
     from types import SimpleNamespace
 

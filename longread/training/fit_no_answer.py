@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from ..decoding import best_spans, null_probability
-from ..metrics import text_em_f1
+from ..metrics import expected_calibration_error as ece, text_em_f1
 from ..reader import CONFIG_NAME, Reader
 from .corpora import HELD, read_squad_json, split_by_article, squad2_parts
 
@@ -108,19 +108,6 @@ def decide(out, threshold: float):
     f1 = np.where(abstain, abstain_f1, answer_f1)
     conf = np.where(abstain, p_null, p_span)
     return f1, conf, f1 >= 0.5
-
-
-def ece(conf: np.ndarray, right: np.ndarray, bins: int = 10):
-    """Expected calibration error over equal-width bins, and the bins (mean conf, accuracy, count)."""
-    edges = np.linspace(0, 1, bins + 1)
-    idx = np.clip(np.digitize(conf, edges[1:-1]), 0, bins - 1)
-    table, total = [], 0.0
-    for b in range(bins):
-        m = idx == b
-        if m.any():
-            table.append((float(conf[m].mean()), float(right[m].mean()), int(m.sum())))
-            total += m.sum() / len(conf) * abs(conf[m].mean() - right[m].mean())
-    return float(total), table
 
 
 def main(argv=None):
