@@ -496,6 +496,24 @@ class Reader:
             raise InvalidOptionError(f"read must be one of {', '.join(READ_MODES)}, got {read!r}")
         allow = self.config.no_answer if allow_no_answer is None else bool(allow_no_answer)
         prepared = self.prepare(doc, images)
+        _, _, spans, p_null, done = self.read_rounds(prepared, question, read, top_k, max_answer_tokens)
+        if self._reads_partially(prepared, read):
+            for _ in range(self.config.read_hops):
+                hop = self._hop(prepared, question, spans, done, top_k, max_answer_tokens)
+                if hop is not None:
+                    spans, p_null = hop
+        answer = self.assemble_answer(prepared, spans, question, p_null, allow)
+        answer.chunks_read = sorted(done)
+        return answer
+
+    @torch.inference_mode()
+    def read_rounds(self, prepared: PreparedDocument, question: str, read: str, top_k: int, max_answer_tokens: int):
+        """The reading :meth:`answer` does before any bridge hop: every chunk, or (``read`` "auto"
+        on a document of more than ``read_full_chunks`` chunks) rounds of the next-ranked chunks
+        and their neighbours not read yet, until the best span is probable enough or
+        ``read_max_chunks`` ranked chunks are in. Returns (the :meth:`read` outputs, the
+        question's passage cosines or None, the :meth:`decode` of those reads: spans and
+        P(no answer), the set of chunks read)."""
         num_chunks = prepared.tokens.num_chunks
         selective = self._reads_partially(prepared, read)
         passages = None
@@ -505,31 +523,22 @@ class Reader:
             passages = passage_cosines(self.passage_encoder, prepared, question)
         if not selective:
             reads = [self.read(prepared, question, range(num_chunks))]
-            spans, p_null = self._decode(prepared, reads, passages, top_k, max_answer_tokens)
-        else:
-            # rounds: the next-ranked chunks (and their neighbours) not read yet, read on their own,
-            # until the best span is probable enough or read_max_chunks ranked chunks are in
-            q_states = self.encode_question(question)
-            ranking, seen = self._ranking(prepared, question, passages, q_states)
-            most = min(self.config.read_max_chunks, num_chunks)
-            depth, done, reads = 0, set(), []
-            while True:
-                depth = min(depth + self.config.read_chunks, most)
-                new = [c for c in with_neighbours(ranking[:depth], self.config.read_neighbours, num_chunks)
-                       if c not in done]
-                if new:
-                    reads.append(self.read(prepared, q_states, new, summary_chunks=seen))
-                    done.update(new)
-                spans, p_null = self._decode(prepared, reads, passages, top_k, max_answer_tokens)
-                if depth >= most or not self._unsure(spans, p_null):
-                    break
-            for _ in range(self.config.read_hops):
-                hop = self._hop(prepared, question, spans, done, top_k, max_answer_tokens)
-                if hop is not None:
-                    spans, p_null = hop
-        answer = self.assemble_answer(prepared, spans, question, p_null, allow)
-        answer.chunks_read = list(range(num_chunks)) if not selective else sorted(done)
-        return answer
+            spans, p_null = self.decode(prepared, reads, passages, top_k, max_answer_tokens)
+            return reads, passages, spans, p_null, set(range(num_chunks))
+        q_states = self.encode_question(question)
+        ranking, seen = self._ranking(prepared, question, passages, q_states)
+        most = min(self.config.read_max_chunks, num_chunks)
+        depth, done, reads = 0, set(), []
+        while True:
+            depth = min(depth + self.config.read_chunks, most)
+            new = [c for c in with_neighbours(ranking[:depth], self.config.read_neighbours, num_chunks)
+                   if c not in done]
+            if new:
+                reads.append(self.read(prepared, q_states, new, summary_chunks=seen))
+                done.update(new)
+            spans, p_null = self.decode(prepared, reads, passages, top_k, max_answer_tokens)
+            if depth >= most or not self._unsure(spans, p_null):
+                return reads, passages, spans, p_null, done
 
     def _hop(self, prepared: PreparedDocument, question: str, spans, done: set, top_k: int, max_answer_tokens: int):
         """One bridge hop (``read_hops``): reads the chunks not in ``done`` that ``question`` with the
@@ -549,7 +558,7 @@ class Reader:
             return None
         done.update(new)
         read = self.read(prepared, q_states, new, summary_chunks=seen)
-        hop_spans, hop_null = self._decode(prepared, [read], passages, top_k, max_answer_tokens)
+        hop_spans, hop_null = self.decode(prepared, [read], passages, top_k, max_answer_tokens)
         if hop_spans[0].score <= spans[0].score:
             return None
         if hop_null is not None and self._says_no_answer(hop_null, hop_spans[0].score):
@@ -622,9 +631,11 @@ class Reader:
             self._shared_vocab = self.passage_encoder.tokenizer.get_vocab() == self.tokenizer.get_vocab()
         return self._shared_vocab
 
-    def _decode(self, prepared: PreparedDocument, reads, passages, top_k: int, max_answer_tokens: int):
+    def decode(self, prepared: PreparedDocument, reads, passages, top_k: int, max_answer_tokens: int):
         """Rank spans over the tokens of one or more reads (:meth:`read` outputs: their logits
-        share one softmax). Returns (spans with document token indices, P(no answer) or None)."""
+        share one softmax) with the config's decoding (passage prior over ``passages``, the
+        question's passage cosines; temperature; MBR; no-answer slot). Returns (spans with
+        document token indices, P(no answer) or None)."""
         token_index = torch.cat([r[0] for r in reads])
         start_logits = torch.cat([r[1] for r in reads])
         end_logits = torch.cat([r[2] for r in reads])

@@ -303,6 +303,36 @@ def test_a_no_answer_verdict_on_what_was_read_reads_further(reader):
     assert not never.no_answer and never.chunks_read == with_neighbours(ranking[:2], 1, c)
 
 
+@pytest.mark.parametrize("read_confidence", [0.0, 1.0])
+def test_fit_prior_decodes_what_answer_reads(reader, read_confidence):
+    """fit_prior scores the reads answer() makes (coarse to fine here: one round, or rounds up to
+    read_max_chunks) decoded as answer() decodes them: at the reader's own settings its F1 is that
+    of answer()'s span, and it leaves the reader's config as it was."""
+    from longread.metrics import text_em_f1
+    from longread.training.data import QARecord
+    from longread.training.fit_prior import collect, score
+
+    text = document(fact_at=7)
+    question, gold = "Who was the lighthouse keeper of Port Alden?", "Edmund Carrow"
+    reader.config.read_confidence = read_confidence
+    config = reader.config
+    try:
+        rows = collect(reader, [QARecord("q", question, text, gold, text.index(gold), "a")])
+        a = reader.answer(text, question)
+        prepared, reads, _, _ = rows[0]
+        assert sorted({int(t) for r in reads for t in prepared.inputs.token_chunk[r[0]]}) == a.chunks_read
+        assert len(a.chunks_read) < prepared.tokens.num_chunks
+        c = reader.config
+        for m in (0.0, 1.0):
+            reader.config.mbr_temperature = m
+            want = 100 * text_em_f1(reader.answer(text, question).text, [gold])[1]
+            assert score(reader, rows, c.retrieval_weight, c.retrieval_temperature, m) == pytest.approx(want)
+            assert reader.config is config
+    finally:
+        reader.config.read_confidence = ReaderConfig.read_confidence
+        reader.config.mbr_temperature = ReaderConfig.mbr_temperature
+
+
 def test_spans_stay_in_the_chunks_read(reader):
     """Every returned span (best and alternatives) lies in chunks that were read."""
     prepared = reader.prepare(document())

@@ -11,7 +11,9 @@ reader from ``train.py`` the articles it holds out with the same seed; for one f
 SQuAD 2.0 dev's calibration part (the campaign trains on none of XQuAD; evaluation reports the
 other parts, ``eval/evaluate_qa.py --xquad-questions unseen``).
 
-The reader's logits and the passage cosines are computed once, then every grid point is scored
+What the reader reads for each question (with its config: coarse to fine on a document of more
+than ``read_full_chunks`` chunks, as ``Reader.answer`` reads it) and the passage cosines are
+computed once, then every grid point decodes those reads as ``Reader.decode`` does and is scored
 by SQuAD F1; the objective is the mean of the two sets' F1 (``--objective covidqa`` uses
 COVID-QA alone), so a setting that helps long scientific answers at the expense of short factoid
 ones is not chosen.
@@ -19,16 +21,16 @@ ones is not chosen.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 from pathlib import Path
 
 import torch
 
-from ..decoding import best_spans
 from ..metrics import text_em_f1
 from ..reader import CONFIG_NAME, Reader
-from ..retrieval import chunk_log_prior, passage_cosines
+from ..retrieval import passage_cosines
 from .data import load_squad_records
 from .corpora import HELD, read_squad_json, split_by_article, squad2_parts
 from .train import HOLDOUT_ARTICLES, XQUAD_HOLDOUT_ARTICLES, split_articles
@@ -39,15 +41,19 @@ MBR_TEMPERATURES = (0.0, 0.25, 0.5, 1.0)
 
 
 def collect(reader: Reader, records):
-    """Per question: raw start/end logits, passage cosines, token -> passage, and the gold."""
+    """Per question: (its prepared document, what ``Reader.answer`` reads for it with the reader's
+    config, coarse to fine on a long document (``Reader.read_rounds``), its passage cosines, the
+    gold answer)."""
     rows, documents = [], {}
     for rec in records:
         if rec.context not in documents:       # one prepared document per article: its encoding and
             documents[rec.context] = reader.prepare(rec.context)      # passage embeddings are cached
         prepared = documents[rec.context]
-        start, end = reader.logits(prepared, rec.question)
-        token_passage, cosine = passage_cosines(reader.passage_encoder, prepared, rec.question)
-        rows.append((prepared, start.float().cpu(), end.float().cpu(), token_passage, cosine, rec.answer_text))
+        reads, passages, *_ = reader.read_rounds(prepared, rec.question, reader.config.read, 1,
+                                                 reader.config.max_answer_tokens)
+        if passages is None:
+            passages = passage_cosines(reader.passage_encoder, prepared, rec.question)
+        rows.append((prepared, reads, passages, rec.answer_text))
     return rows
 
 
@@ -73,15 +79,18 @@ def training_split(model_dir) -> str:
 
 
 def score(reader: Reader, rows, weight: float, temperature: float, mbr_temperature: float = 0.0) -> float:
-    f1s = []
-    t = reader.config.temperature
-    for prepared, start, end, token_passage, cosine, gold in rows:
-        bonus = chunk_log_prior(cosine, temperature)[token_passage] * (weight * t / 2)
-        span = best_spans(start + bonus, end + bonus, top_k=1, max_answer_tokens=reader.config.max_answer_tokens,
-                          temperature=t, mbr_temperature=mbr_temperature,
-                          mbr_candidates=reader.config.mbr_candidates)[0]
-        a, b = int(prepared.tokens.offsets[span.start, 0]), int(prepared.tokens.offsets[span.end, 1])
-        f1s.append(text_em_f1(prepared.document.text[a:b], [gold])[1])
+    """Mean F1 (in %) of the best span of :func:`collect`'s ``rows`` decoded as ``Reader.decode``
+    does with these settings (the no-answer verdict left out: this fit is about the span)."""
+    f1s, config = [], reader.config
+    reader.config = dataclasses.replace(config, retrieval_weight=weight, retrieval_temperature=temperature,
+                                        mbr_temperature=mbr_temperature, no_answer=False)
+    try:
+        for prepared, reads, passages, gold in rows:
+            span = reader.decode(prepared, reads, passages, 1, config.max_answer_tokens)[0][0]
+            a, b = int(prepared.tokens.offsets[span.start, 0]), int(prepared.tokens.offsets[span.end, 1])
+            f1s.append(text_em_f1(prepared.document.text[a:b], [gold])[1])
+    finally:
+        reader.config = config
     return 100 * sum(f1s) / len(f1s)
 
 
