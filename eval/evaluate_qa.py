@@ -5,6 +5,10 @@
     training saw), the reported third of SQuAD 2.0 dev (answerable and unanswerable: abstaining
     is right only on an unanswerable question), and whole held-out CUAD contracts (CUAD's AUPR
     and precision at 80% recall over the answers and alternatives, with a longer span limit).
+    ``--sets removed``: SQuAD v1.1 dev questions of the articles no training or fitting saw (SQuAD
+    2.0's reported third), each asked of its paragraph with the sentence holding its answer cut out
+    (``longread.training.negatives``; kept when no reference answer remains): unanswerable
+    on-topic questions, right only when the reader abstains.
 (b) XQuAD-en in a haystack: each question's paragraph is put at a random depth among real
     Wikipedia lead sections (other articles than the paragraph's own) until the document reaches
     a target length in tokens; besides EM/F1 it reports how often the predicted span lies inside
@@ -61,7 +65,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--sets", default="covidqa,haystack",
                    help="which sets to run: covidqa, haystack, squad (SQuAD v1.1 dev paragraphs), squad2 (the "
                         "reported third of SQuAD 2.0 dev, answerable and unanswerable), cuad (held-out CUAD "
-                        "contracts, whole)")
+                        "contracts, whole), removed (SQuAD dev questions asked of their paragraph without the "
+                        "answer's sentence: unanswerable)")
     p.add_argument("--squad", default=str(DATA_DIR / "squad" / "dev-v1.1.json"))
     p.add_argument("--squad2", default=str(DATA_DIR / "squad" / "dev-v2.0.json"))
     p.add_argument("--cuad", default=str(DATA_DIR / "cuad" / "train.json"),
@@ -92,7 +97,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     if args.haystack_questions is None:
         args.haystack_questions = QUICK_HAYSTACK_QUESTIONS if args.quick else 100
     args.sets = [s.strip() for s in args.sets.split(",") if s.strip()]
-    unknown = set(args.sets) - {"covidqa", "haystack", "squad", "squad2", "cuad"}
+    unknown = set(args.sets) - {"covidqa", "haystack", "squad", "squad2", "cuad", "removed"}
     if unknown:
         p.error(f"unknown --sets {sorted(unknown)}")
     return args
@@ -185,6 +190,29 @@ def squad2_fitted_articles(squad2_path) -> set:
 
     parts = squad2_parts(read_squad_json(squad2_path))
     return parts["train"] | parts["calibrate"]
+
+
+def answer_removed_jobs(docs: List[dict], limit: Optional[int], seed: int) -> List[dict]:
+    """Each answerable question of ``docs`` asked of its paragraph with the sentence(s) holding its
+    first reference answer removed, kept when no reference answer occurs in what remains
+    (case-insensitive); questions whose remainders are the same text share a job."""
+    from longread.training.data import QARecord
+    from longread.training.negatives import remove_answer_sentences
+
+    by_text: Dict[str, dict] = {}
+    for d in docs:
+        for qa in d["qas"]:
+            if not qa["answers"]:
+                continue
+            gold = qa["answers"][0]
+            rest = remove_answer_sentences(QARecord(qa["id"], qa["question"], d["context"], gold,
+                                                    d["context"].find(gold), d["title"]))
+            if rest is None or any(a.strip().lower() in rest.lower() for a in qa["answers"]):
+                continue
+            job = by_text.setdefault(rest, {"context": rest, "qas": [], "title": d["title"],
+                                            "paragraph": d["paragraph"]})
+            job["qas"].append({"id": qa["id"] + "-removed", "question": qa["question"], "answers": []})
+    return paragraph_jobs(list(by_text.values()), "removed", limit, seed)
 
 
 def paragraph_jobs(docs: List[dict], name: str, limit: Optional[int], seed: int) -> List[dict]:
@@ -463,6 +491,16 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         ask_all(reader, paragraph_jobs(docs, "squad2", args.limit, args.seed), "SQuAD 2.0 test part", records)
         result["sets"]["squad2_test_part"] = summarize(records)
         predictions["squad2_test_part"] = records
+
+    if "removed" in args.sets:
+        from longread.training.corpora import read_squad_json, squad2_parts
+
+        test = squad2_parts(read_squad_json(args.squad2))["test"]
+        docs = [d for d in load_squad(args.squad) if d["title"] in test]
+        records = []
+        ask_all(reader, answer_removed_jobs(docs, args.limit, args.seed), "SQuAD dev, answer removed", records)
+        result["sets"]["squad_answer_removed"] = summarize(records)
+        predictions["squad_answer_removed"] = records
 
     if "cuad" in args.sets:
         records = []

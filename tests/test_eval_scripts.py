@@ -287,6 +287,20 @@ def test_cuad_metrics_by_hand():
     assert abs(m["precision_at_80_recall"] - 75.0) < 1e-9 and m["max_recall"] == 100.0
 
 
+def test_answer_removed_jobs_hold_no_reference_answer():
+    ev = _load_script("evaluate_qa")
+    ctx = "Rivers rise in hills. The capital is Varna. Boats leave at dawn. The port is old."
+    docs = [{"title": "T", "paragraph": 0, "context": ctx, "qas": [
+        {"id": "1", "question": "What is the capital?", "answers": ["Varna", "the city of Varna"]},
+        {"id": "2", "question": "Which city is the capital?", "answers": ["Varna"]},
+        {"id": "3", "question": "When do boats leave?", "answers": ["at dawn", "old"]},     # "old" remains
+        {"id": "4", "question": "Who rules?", "answers": []}]}]
+    jobs = ev.answer_removed_jobs(docs, None, 0)
+    assert len(jobs) == 1 and jobs[0]["text"] == "Rivers rise in hills. Boats leave at dawn. The port is old."
+    assert [(q["id"], q["answers"]) for q in jobs[0]["qas"]] == [("1-removed", []), ("2-removed", [])]
+    assert ev.answer_removed_jobs(docs, 1, 0)[0]["qas"] == jobs[0]["qas"][:1]
+
+
 def test_calibration_error_scores_what_the_reader_reports():
     """An answer is judged by its score, a verdict by P(no answer); right = F1 >= 0.5."""
     ev = _load_script("evaluate_qa")
