@@ -27,6 +27,7 @@ Writes results/eval_qa.json and results/eval_qa.md (``--out``).
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from pathlib import Path
@@ -183,12 +184,18 @@ def bootstrap_ci(values: np.ndarray, resamples: int = 2000, seed: int = 0) -> Li
 
 
 # ----------------------------------------------------------------------------- SQuAD, SQuAD 2.0, CUAD
+@functools.lru_cache(maxsize=None)
+def squad2_articles(squad2_path) -> Dict[str, set]:
+    """The titles of SQuAD 2.0 dev's three article parts (``corpora.squad2_parts``), read once."""
+    from longread.training.corpora import read_squad_json, squad2_parts
+
+    return squad2_parts(read_squad_json(squad2_path))
+
+
 def squad2_fitted_articles(squad2_path) -> set:
     """Titles of the SQuAD 2.0 dev articles a campaign reader has used: the part whose unanswerable
     questions it trains on and the part its no-answer threshold and decoding are fitted on."""
-    from longread.training.corpora import read_squad_json, squad2_parts
-
-    parts = squad2_parts(read_squad_json(squad2_path))
+    parts = squad2_articles(squad2_path)
     return parts["train"] | parts["calibrate"]
 
 
@@ -483,9 +490,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         predictions["squad_dev"] = records
 
     if "squad2" in args.sets:
-        from longread.training.corpora import read_squad_json, squad2_parts
-
-        test = squad2_parts(read_squad_json(args.squad2))["test"]
+        test = squad2_articles(args.squad2)["test"]
         docs = [d for d in load_squad(args.squad2, unanswerable=True) if d["title"] in test]
         records = []
         ask_all(reader, paragraph_jobs(docs, "squad2", args.limit, args.seed), "SQuAD 2.0 test part", records)
@@ -493,9 +498,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         predictions["squad2_test_part"] = records
 
     if "removed" in args.sets:
-        from longread.training.corpora import read_squad_json, squad2_parts
-
-        test = squad2_parts(read_squad_json(args.squad2))["test"]
+        test = squad2_articles(args.squad2)["test"]
         docs = [d for d in load_squad(args.squad) if d["title"] in test]
         records = []
         ask_all(reader, answer_removed_jobs(docs, args.limit, args.seed), "SQuAD dev, answer removed", records)
