@@ -94,6 +94,9 @@ def parse_args(argv=None):
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (smoke runs)")
     p.add_argument("--export", default=None, metavar="DIR",
                    help="write the best weights so far as a reader directory and exit")
+    p.add_argument("--export-weights", choices=("best", "final"), default="best",
+                   help="with --export: the best held-out weights (default) or the last ones trained, with "
+                        "the last held-out evaluation the log holds for that step")
     args = p.parse_args(argv)
     if not 0.0 <= args.answer_removed <= 1.0:
         p.error(f"--answer-removed must be a fraction in [0, 1], got {args.answer_removed}")
@@ -206,6 +209,32 @@ def save_atomic(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def final_record(args, ckpt_path: Path, portable) -> dict:
+    """The last weights trained (local checkpoint or portable state, whichever is later) with the held-out
+    evaluation the log recorded at that step."""
+    ck = torch.load(ckpt_path, weights_only=False) if ckpt_path.exists() else None
+    if ck is not None and (portable is None or ck["state"]["step"] >= portable[0]["step"]):
+        step, tensors = ck["state"]["step"], {k: v.float() for k, v in ck["model"].items()}
+    elif portable is not None:
+        step, tensors = portable[0]["step"], portable[1]
+    else:
+        raise SystemExit(f"neither {ckpt_path} nor {args.state_dir} holds trained weights: nothing to export")
+    log = Path(args.log)
+    evals = [r for r in map(json.loads, log.read_text().splitlines() if log.exists() else [])
+             if r.get("step") == step and "eval" in r]
+    if not evals:
+        raise SystemExit(f"{log} holds no held-out evaluation at step {step}; export --export-weights best, "
+                         "or resume the run until it evaluates")
+    return {"state": tensors, "step": step, "eval": evals[-1]["eval"]}
+
+
+def portable_args(args) -> dict:
+    """The run's arguments as recorded in a reader's config: the home directory written as ``~``."""
+    home = os.path.expanduser("~")
+    return {k: "~" + v[len(home):] if isinstance(v, str) and v.startswith(home + os.sep) else v
+            for k, v in vars(args).items()}
+
+
 def export(args, model, base_dir, best: dict) -> None:
     from safetensors.torch import save_file
 
@@ -218,7 +247,7 @@ def export(args, model, base_dir, best: dict) -> None:
     # for these weights; the reader refuses to rank without it) and BM25
     reader = asdict(ReaderConfig(layout=layout, no_answer=True, passage_encoder="head", lexical_weight=0.2))
     meta = {"encoder": model.config.to_dict(), "reader": reader, "base": BASE, "lora_scale": 1.0,
-            "training": {"recipe": "longread.training.campaign", "args": vars(args), "steps": best["step"],
+            "training": {"recipe": "longread.training.campaign", "args": portable_args(args), "steps": best["step"],
                          "heldout": best["eval"]}}
     (out / CONFIG_NAME).write_text(json.dumps(meta, indent=2))
     print(f"wrote {out} (step {best['step']}, held-out mean F1 {best['eval']['mean_f1']:.1f})")
@@ -246,9 +275,10 @@ def main(argv=None):
             best_record is None or portable[2]["step"] > best_record["step"]):
         best_record = portable[2]
     if args.export:
-        if best_record is None:
+        record = final_record(args, run / "checkpoint.pt", portable) if args.export_weights == "final" else best_record
+        if record is None:
             raise SystemExit(f"neither {best_path} nor {args.state_dir} holds evaluated weights: nothing to export")
-        export(args, model, base_dir, best_record)
+        export(args, model, base_dir, record)
         return
 
     from transformers import AutoTokenizer
