@@ -59,3 +59,46 @@ def test_a_state_for_another_model_is_refused_with_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="does not match the model"):
         campaign_state.load(tmp_path, other)
     assert not campaign_state.exists(tmp_path / "nowhere") and campaign_state.exists(tmp_path)
+
+
+def test_final_export_takes_the_later_weights_and_the_logged_evaluation_of_their_step(tmp_path):
+    from argparse import Namespace
+
+    from longread.training.campaign import final_record
+
+    start = _tensors(0)
+    portable_w = {k: v + 0.01 for k, v in start.items()}
+    local_w = {k: v - 0.03 for k, v in start.items()}
+    log = tmp_path / "log.jsonl"
+    log.write_text("\n".join(json.dumps(r) for r in [
+        {"step": 30, "eval": {"mean_f1": 40.0}}, {"step": 50, "loss": 1.0},
+        {"step": 50, "eval": {"mean_f1": 45.0}}, {"event": "stop", "step": 50}]) + "\n")
+    args = Namespace(log=str(log), state_dir=str(tmp_path / "state"))
+    portable = ({"step": 30}, portable_w, None)
+    # no local checkpoint: the portable state's weights and the evaluation logged at its step
+    rec = final_record(args, tmp_path / "checkpoint.pt", portable)
+    assert rec["step"] == 30 and rec["eval"] == {"mean_f1": 40.0} and rec["state"] is portable_w
+    # a later local checkpoint wins
+    torch.save({"model": local_w, "state": {"step": 50}}, tmp_path / "checkpoint.pt")
+    rec = final_record(args, tmp_path / "checkpoint.pt", portable)
+    assert rec["step"] == 50 and rec["eval"] == {"mean_f1": 45.0}
+    assert torch.equal(rec["state"]["qa_head.bias"], local_w["qa_head.bias"])
+    # weights the log never evaluated are refused, not exported without held-out figures
+    torch.save({"model": local_w, "state": {"step": 60}}, tmp_path / "checkpoint.pt")
+    with pytest.raises(SystemExit, match="no held-out evaluation at step 60"):
+        final_record(args, tmp_path / "checkpoint.pt", portable)
+    with pytest.raises(SystemExit, match="nothing to export"):
+        final_record(args, tmp_path / "none.pt", None)
+
+
+def test_exported_arguments_write_the_home_directory_as_a_tilde():
+    import os
+    from argparse import Namespace
+
+    from longread.training.campaign import portable_args
+
+    home = os.path.expanduser("~")
+    got = portable_args(Namespace(run_dir=os.path.join(home, ".cache", "run"), log="docs/log.jsonl", lr=1e-4,
+                                  other=home + "x"))
+    assert got == {"run_dir": os.path.join("~", ".cache", "run"), "log": "docs/log.jsonl", "lr": 1e-4,
+                   "other": home + "x"}
