@@ -209,11 +209,17 @@ def save_atomic(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def newer_checkpoint(ckpt_path: Path, portable):
+    """The local checkpoint when it is at least as far on as the portable state (or there is none), else None."""
+    ck = torch.load(ckpt_path, weights_only=False) if ckpt_path.exists() else None
+    return ck if ck is not None and (portable is None or ck["state"]["step"] >= portable[0]["step"]) else None
+
+
 def final_record(args, ckpt_path: Path, portable) -> dict:
     """The last weights trained (local checkpoint or portable state, whichever is later) with the held-out
     evaluation the log recorded at that step."""
-    ck = torch.load(ckpt_path, weights_only=False) if ckpt_path.exists() else None
-    if ck is not None and (portable is None or ck["state"]["step"] >= portable[0]["step"]):
+    ck = newer_checkpoint(ckpt_path, portable)
+    if ck is not None:
         step, tensors = ck["state"]["step"], {k: v.float() for k, v in ck["model"].items()}
     elif portable is not None:
         step, tensors = portable[0]["step"], portable[1]
@@ -301,10 +307,10 @@ def main(argv=None):
     print(f"trainable parameters {count(trainable):,} of {count(model.parameters()):,}", flush=True)
 
     state = {"epoch": 0, "batch": 0, "step": 0, "total": None, "best_f1": -1.0, "tokens": 0, "seconds": 0.0}
-    ck = torch.load(ckpt_path, weights_only=False) if ckpt_path.exists() else None
+    ck = newer_checkpoint(ckpt_path, portable)
     params = dict(model.named_parameters())
     resumed = None
-    if ck is not None and (portable is None or ck["state"]["step"] >= portable[0]["step"]):
+    if ck is not None:
         with torch.no_grad():
             for k, v in ck["model"].items():
                 params[k].copy_(v)
