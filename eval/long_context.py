@@ -392,7 +392,9 @@ def summarize(records: List[dict]) -> List[dict]:
                 f1_ci=mean_interval([100 * r["f1"] for r in ok]),
                 first_answer_s=float(np.mean([r["seconds"] for r in first])),
                 further_question_s=float(np.mean(further)) if further else None,
-                tokens_per_s=float(np.mean([r["tokens_encoded"] / r["seconds"] for r in first])),
+                # a variant's first question finds the document encoded already: no tokens/s of its own
+                tokens_per_s=(None if VARIANT.match(system)
+                              else float(np.mean([r["tokens_encoded"] / r["seconds"] for r in first]))),
                 peak_memory_mb=float(max(r["peak_memory_mb"] for r in ok)),
                 peak_memory_over_start_mb=float(max(r["peak_memory_over_start_mb"] for r in ok)))
         else:
@@ -429,6 +431,10 @@ def _interval(ci) -> str:
     return "" if not ci else f"{ci[0]:.0f}-{ci[1]:.0f}"
 
 
+def _note(system: str) -> str:
+    return "first answer on longread's encoded document" if VARIANT.match(system) else ""
+
+
 def render_markdown(result: dict) -> str:
     env, s = result["environment"], result["settings"]
     rows = [[r["task"], r["length"] or "article", r["system"], r["questions"], r.get("doc_tokens"),
@@ -436,7 +442,7 @@ def render_markdown(result: dict) -> str:
              r.get("em"), r.get("f1"), r.get("hit"), _interval(r.get("hit_ci")), r.get("first_answer_s"),
              r.get("further_question_s"),
              r.get("tokens_per_s"), r.get("peak_memory_mb"), r.get("peak_memory_over_start_mb"),
-             r.get("error", "")[:60]] for r in result["rows"]]
+             r.get("error", "")[:60] or _note(r["system"])] for r in result["rows"]]
     table = markdown_table(["task", "length", "system", "questions", "doc tokens", "tokens read", "EM", "F1", "hit %",
                             "hit 95% CI", "first answer s", "further q s", "tokens/s", "peak MB", "+MB over start",
                             "note"], rows)

@@ -272,3 +272,33 @@ def test_quick_run_end_to_end(tmp_path):
         png = tmp_path / f"lc_{key}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size < 200_000
     assert result["rows"] == saved["rows"]
+
+
+def test_variant_rows_claim_no_encoding_speed_of_their_own():
+    """A ``longread[...]`` variant answers on the document ``longread`` encoded: its row keeps its
+    accuracy and times but no tokens/s, and the markdown says why."""
+    lc = _load("long_context")
+
+    def rec(system, first, seconds, hit):
+        return {"system": system, "task": "multihop", "length": 4096, "doc": 0, "first": first,
+                "seconds": seconds, "doc_tokens": 4096, "tokens_read": 1000, "tokens_encoded": 4096,
+                "em": float(hit), "f1": float(hit), "hit": float(hit), "peak_memory_mb": 900.0,
+                "peak_memory_over_start_mb": 10.0}
+
+    records = [rec("longread", True, 2.0, 0), rec("longread", False, 0.2, 1),
+               rec("longread[read_hops=1]", True, 0.4, 1), rec("longread[read_hops=1]", False, 0.4, 1)]
+    rows = {r["system"]: r for r in lc.summarize(records)}
+    assert rows["longread"]["tokens_per_s"] == pytest.approx(4096 / 2.0)
+    assert rows["longread[read_hops=1]"]["tokens_per_s"] is None
+    assert rows["longread[read_hops=1]"]["hit"] == 100 and rows["longread"]["hit"] == 50
+    lines = lc.render_markdown({
+        "environment": {"device_name": "cpu", "device": "cpu", "torch_threads": 1, "cpu_count": 1,
+                        "torch_version": "x", "transformers_version": "x", "date": "d", "command": "c"},
+        "model": {"model": "m", "dtype": "float32", "encoder": {}}, "memory_kind": "rss",
+        "settings": {"systems": list(rows), "tasks": ["multihop"], "lengths": [4096], "depths": [0.5],
+                     "questions_per_cell": 2, "seed": 0, "longformer_max_tokens": 4096},
+        "rows": list(rows.values()), "targets": {}, "plots": {}}).splitlines()
+    variant = [x for x in lines if x.startswith("| multihop | 4,096 | longread[read_hops=1] |")]
+    plain = [x for x in lines if x.startswith("| multihop | 4,096 | longread |")]
+    assert len(variant) == len(plain) == 1
+    assert "longread's encoded document" in variant[0] and "encoded document" not in plain[0]
