@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import torch
 
+import longread  # noqa: F401  (first: keeps kernels/ from shadowing Hugging Face's kernels package)
+
 
 @pytest.fixture(autouse=True)
 def _seed_everything():
