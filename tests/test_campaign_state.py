@@ -1,10 +1,13 @@
 """The campaign's portable state: what a fresh machine resumes from."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
 from longread.training import campaign_state
+
+SHIPPED = Path(__file__).resolve().parents[1] / "longread" / "default_model"
 
 
 def _tensors(seed, scale=1.0):
@@ -102,3 +105,27 @@ def test_exported_arguments_write_the_home_directory_as_a_tilde():
                                   other=home + "x"))
     assert got == {"run_dir": os.path.join("~", ".cache", "run"), "log": "docs/log.jsonl", "lr": 1e-4,
                    "other": home + "x"}
+
+
+def test_a_frozen_question_free_stage_trains_only_the_upper_layers_and_saves_every_changed_tensor():
+    from longread.training.campaign import build_model, campaign_delta, parse_args
+
+    args = parse_args(["--question-free-layers", "2", "--freeze-question-free",
+                       "--init-from", str(SHIPPED)])
+    model, _ = build_model(args)
+    from safetensors.torch import load_file
+
+    shipped = load_file(str(SHIPPED / "delta.safetensors"))
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert any(n.startswith("layers.1.") for n in frozen) and not any(n.startswith("layers.2.") for n in frozen)
+    assert all(n.startswith(("embed.", "layers.0.", "layers.1.")) for n in frozen)
+    before = campaign_delta(model)
+    # the frozen layers keep their --init-from values in what checkpoints and exports hold
+    name = next(n for n in shipped if n.startswith("layers.0."))
+    assert torch.equal(before[name], shipped[name].float())
+    assert not any(n.startswith("embed.") for n in before)
+    # gradients reach the question-aware layers and nothing below them
+    x = torch.randn(1, 24, model.config.hidden_size)
+    model.run_layers(model.run_layers(x, 0, 2, 0), 2, 6, 4).square().mean().backward()
+    assert all(p.grad is None for n, p in model.named_parameters() if n in frozen)
+    assert all(p.grad is not None for n, p in model.named_parameters() if n.startswith("layers.2."))

@@ -34,7 +34,7 @@ import torch
 
 from ..checkpoints import load_hf_model
 from ..layout import LayoutConfig
-from ..lora import count, trainable_delta
+from ..lora import count
 from ..metrics import squad_em_f1
 from ..checkpoints import base_model_dir
 from ..devices import default_dtype
@@ -78,6 +78,10 @@ def parse_args(argv=None):
                    help="train on this random fraction of each epoch's documents (a shorter stage, e.g. one "
                         "started --init-from a trained reader)")
     p.add_argument("--question-free-layers", type=int, default=3)
+    p.add_argument("--freeze-question-free", action="store_true",
+                   help="train only the question-aware layers and the head (a stage started --init-from a "
+                        "trained reader): documents' cached states, and the passage head fitted on them, stay "
+                        "valid, and no gradient flows below the question-aware layers")
     p.add_argument("--window", type=int, default=128)
     p.add_argument("--init-from", default=None, help="a reader directory whose delta starts the run")
     p.add_argument("--eval-every-minutes", type=float, default=30.0)
@@ -115,9 +119,18 @@ def build_model(args):
         from safetensors.torch import load_file
         saved = json.loads((Path(args.init_from) / CONFIG_NAME).read_text())
         apply_delta(model, load_file(str(Path(args.init_from) / DELTA_NAME)), saved.get("lora_scale", 1.0))
+    frozen = ("embed.",) + (tuple(f"layers.{i}." for i in range(args.question_free_layers))
+                            if args.freeze_question_free else ())
     for name, p in model.named_parameters():
-        p.requires_grad = not name.startswith("embed.")
+        p.requires_grad = not name.startswith(frozen)
     return model, base_dir
+
+
+def campaign_delta(model) -> dict:
+    """Every tensor the campaign may change (all but the base's embeddings), trained in this
+    stage or frozen at their --init-from values: what checkpoints and exports hold."""
+    return {name: p.detach().to("cpu", torch.float32).clone()
+            for name, p in model.named_parameters() if not name.startswith("embed.")}
 
 
 def epoch_groups(corpus, builder, sources, epoch: int, seed: int, foreign: float, answer_removed: float = 0.0,
@@ -274,7 +287,7 @@ def main(argv=None):
 
     model, base_dir = build_model(args)
     # what the portable state's differences count from: the base weights, zero for the new head
-    start = {k: torch.zeros_like(v) if k.startswith("qa_head.") else v for k, v in trainable_delta(model).items()}
+    start = {k: torch.zeros_like(v) if k.startswith("qa_head.") else v for k, v in campaign_delta(model).items()}
     portable = campaign_state.load(args.state_dir, start) if campaign_state.exists(args.state_dir) else None
     best_record = torch.load(best_path, weights_only=False) if best_path.exists() else None
     if portable is not None and portable[2] is not None and (
@@ -348,7 +361,7 @@ def main(argv=None):
         log.flush()
 
     def checkpoint():
-        current = trainable_delta(model)
+        current = campaign_delta(model)
         save_atomic({"model": current, "optimizer": opt.state_dict(), "state": state, "args": vars(args)}, ckpt_path)
         if args.state_dir:
             campaign_state.save(args.state_dir, state, current, start, best_record)
@@ -356,7 +369,7 @@ def main(argv=None):
     def keep_best(ev):
         nonlocal best_record
         state["best_f1"] = ev["mean_f1"]
-        best_record = {"state": trainable_delta(model), "step": state["step"], "eval": ev}
+        best_record = {"state": campaign_delta(model), "step": state["step"], "eval": ev}
         save_atomic(best_record, best_path)
 
     write({"event": "start", "time": time.strftime("%Y-%m-%d %H:%M:%S"), "epoch": state["epoch"],
