@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (DATA_DIR, PROJECT_ROOT, environment, load_squad, load_wiki, markdown_table,  # noqa: E402
                      norm_title, reader_description, reader_from_args, report)
 
-from longread.metrics import expected_calibration_error, text_em_f1  # noqa: E402
+from longread.metrics import expected_calibration_error, roc_auc, text_em_f1  # noqa: E402
 
 QUICK_COVID_ARTICLES = 2
 QUICK_COVID_QUESTIONS = 20
@@ -162,7 +162,18 @@ def summarize(records: List[dict]) -> dict:
     if len(has) < len(records):
         out["has_answer_f1"] = 100.0 * float(np.mean([r["f1"] for r in has])) if has else None
         out["no_answer_accuracy"] = 100.0 * float(np.mean([r["f1"] for r in records if not r["answers"]]))
+        if has and all(r.get("no_answer_score") is not None for r in records):
+            out["no_answer_auc"] = no_answer_auc(records)
     return out
+
+
+def no_answer_auc(records: List[dict]) -> float:
+    """How well the no-answer margin, log P(no answer) - log P(best span), tells the unanswerable
+    questions from the answerable ones whatever the threshold (ROC AUC: 0.5 is chance, 1 perfect)."""
+    def margin(r):
+        best = r["candidates"][0][1] if r["candidates"] else 0.0
+        return np.log(max(r["no_answer_score"], 1e-300)) - np.log(max(best, 1e-300))
+    return roc_auc([margin(r) for r in records], [not r["answers"] for r in records])
 
 
 def calibration_error(records: List[dict]) -> Optional[float]:
@@ -442,7 +453,9 @@ def render_markdown(result: dict) -> str:
     table = markdown_table(["set", "questions", "docs", "mean doc tokens", "EM", "F1", "F1 95% CI", "abstained %",
                             "ECE", "right paragraph %", "mean s first", "mean s further"], rows)
     keys = ("has_answer_f1", "no_answer_accuracy", "aupr", "precision_at_80_recall", "max_recall")
-    extra = [f"- {name}: " + ", ".join(f"{k} {s[k]:.1f}" for k in keys if s.get(k) is not None)
+    keys += ("no_answer_auc",)
+    extra = [f"- {name}: " + ", ".join(f"{k} {s[k]:.3f}" if k == "no_answer_auc" else f"{k} {s[k]:.1f}"
+                                       for k in keys if s.get(k) is not None)
              for name, s in result["sets"].items() if any(s.get(k) is not None for k in ("has_answer_f1", "aupr"))]
     m = result["model"]
     return "\n".join([

@@ -1,4 +1,5 @@
-"""SQuAD exact match and F1 (text answers), and their token-span form used during training."""
+"""SQuAD exact match and F1 (text answers), their token-span form used during training, and the
+calibration (ECE) and no-answer discrimination (ROC AUC) measures."""
 from __future__ import annotations
 
 import collections
@@ -61,3 +62,26 @@ def expected_calibration_error(conf, right, bins: int = 10):
             table.append((float(conf[m].mean()), float(right[m].mean()), int(m.sum())))
             total += m.sum() / len(conf) * abs(conf[m].mean() - right[m].mean())
     return float(total), table
+
+
+def roc_auc(scores, positive) -> float:
+    """Area under the ROC curve of ``scores`` (n,) for telling ``positive`` (n,) bool cases from the
+    rest: the chance that a random positive scores above a random negative, ties counting half
+    (the Mann-Whitney statistic, from average ranks). NaN when either class is empty."""
+    import numpy as np
+
+    scores, positive = np.asarray(scores, dtype=np.float64), np.asarray(positive, dtype=bool)
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores))
+    sorted_scores = scores[order]
+    i = 0
+    while i < len(scores):                  # average ranks (1-based) over runs of equal scores
+        j = i
+        while j + 1 < len(scores) and sorted_scores[j + 1] == sorted_scores[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))

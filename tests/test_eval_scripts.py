@@ -352,3 +352,19 @@ def test_gpu_check_script_parses_and_its_commands_are_valid():
     bench = _load_script("bench_reader")
     args = bench.parse_args(reader[1:])
     assert args.device == "cuda" and args.systems == ["longread"]
+
+
+def test_no_answer_auc_ranks_the_no_answer_margin():
+    """margin = log P(no answer) - log P(best span): unanswerable questions with the larger margins
+    give AUC 1 whatever the verdicts were; swapped, 0."""
+    ev = _load_script("evaluate_qa")
+
+    def record(p_null, p_span, answers):
+        return {"no_answer_score": p_null, "candidates": [["x", p_span]] if p_span else [], "answers": answers,
+                "prediction": "x", "f1": 0.0, "em": 0.0, "score": p_span, "seconds": 0.1,
+                "first_on_document": True, "doc_tokens": 10, "document": "d"}
+    recs = [record(0.5, 0.4, []), record(0.3, 0.05, []), record(0.2, 0.7, ["a"]), record(0.01, 0.9, ["b"])]
+    assert ev.summarize(recs)["no_answer_auc"] == 1.0
+    swapped = [record(r["no_answer_score"], r["score"], ["a"] if not r["answers"] else []) for r in recs]
+    assert ev.summarize(swapped)["no_answer_auc"] == 0.0
+    assert "no_answer_auc" not in ev.summarize([r for r in recs if r["answers"]])     # one kind only

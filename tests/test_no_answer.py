@@ -133,6 +133,21 @@ def test_expected_calibration_error_by_hand():
     assert [n for _, _, n in table] == [1, 1, 1, 2]
 
 
+def test_roc_auc_is_the_pairwise_win_rate():
+    from longread.metrics import roc_auc
+
+    rng = np.random.default_rng(0)
+    scores = np.round(rng.normal(size=60), 1)              # rounded: many ties
+    positive = rng.random(60) < 0.4
+    pos, neg = scores[positive], scores[~positive]
+    pairwise = ((pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])).mean()
+    assert math.isclose(roc_auc(scores, positive), pairwise, rel_tol=1e-12)
+    assert roc_auc([0.1, 0.2, 0.9, 0.8], [False, False, True, True]) == 1.0
+    assert roc_auc([0.9, 0.8, 0.1, 0.2], [False, False, True, True]) == 0.0
+    assert roc_auc([1.0, 1.0], [True, False]) == 0.5
+    assert math.isnan(roc_auc([1.0, 2.0], [True, True]))
+
+
 def test_threshold_verdicts_by_hand():
     """decide: abstain when log P(null) - log P(span) > threshold; an abstention scores 1 on an
     unanswerable question and its confidence is P(null)."""
