@@ -368,3 +368,20 @@ def test_no_answer_auc_ranks_the_no_answer_margin():
     swapped = [record(r["no_answer_score"], r["score"], ["a"] if not r["answers"] else []) for r in recs]
     assert ev.summarize(swapped)["no_answer_auc"] == 0.0
     assert "no_answer_auc" not in ev.summarize([r for r in recs if r["answers"]])     # one kind only
+
+
+def test_compare_qa_pairs_questions_by_document_and_id():
+    cmp = _load_script("compare_qa")
+
+    def rec(doc, qid, f1, answers=("x",)):
+        return {"document": doc, "id": qid, "f1": f1, "answers": list(answers), "no_answer_score": 0.1,
+                "candidates": [["x", 0.5]]}
+    a = {"predictions": {"s": [rec("d1", "1", 1.0), rec("d1", "2", 0.0), rec("d2", "1", 0.5)],
+                         "only_a": [rec("d", "1", 1.0)]}}
+    b = {"predictions": {"s": [rec("d2", "1", 1.0), rec("d1", "2", 0.0), rec("d1", "1", 1.0), rec("d9", "9", 0.0)]}}
+    rows = cmp.paired(a, b)
+    assert set(rows) == {"s"} and rows["s"]["n"] == 3                      # d9 has no partner in A
+    assert abs(rows["s"]["delta"] - 100 * 0.5 / 3) < 1e-9
+    lo, hi = rows["s"]["delta_95ci"]
+    assert 0.0 <= lo <= rows["s"]["delta"] <= hi <= 50.0 + 1e-9
+    assert "auc_a" not in rows["s"]                                         # every question answerable
