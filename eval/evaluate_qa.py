@@ -159,6 +159,11 @@ def summarize(records: List[dict]) -> dict:
     if "right_paragraph" in records[0]:
         out["right_paragraph_rate"] = 100.0 * float(np.mean([r["right_paragraph"] for r in records]))
     has = [r for r in records if r["answers"]]
+    if has and any(not r["prediction"] for r in has):
+        # the answerable questions as a reader that never abstains would score them (allow_no_answer=False:
+        # SQuAD v1.1's own protocol, every question there has an answer)
+        out["always_answering_f1"] = 100.0 * float(np.mean([text_em_f1(r["best_guess"], r["answers"])[1]
+                                                            for r in has]))
     if len(has) < len(records):
         out["has_answer_f1"] = 100.0 * float(np.mean([r["f1"] for r in has])) if has else None
         out["no_answer_accuracy"] = 100.0 * float(np.mean([r["f1"] for r in records if not r["answers"]]))
@@ -453,10 +458,11 @@ def render_markdown(result: dict) -> str:
     table = markdown_table(["set", "questions", "docs", "mean doc tokens", "EM", "F1", "F1 95% CI", "abstained %",
                             "ECE", "right paragraph %", "mean s first", "mean s further"], rows)
     keys = ("has_answer_f1", "no_answer_accuracy", "aupr", "precision_at_80_recall", "max_recall")
-    keys += ("no_answer_auc",)
+    keys += ("no_answer_auc", "always_answering_f1")
     extra = [f"- {name}: " + ", ".join(f"{k} {s[k]:.3f}" if k == "no_answer_auc" else f"{k} {s[k]:.1f}"
                                        for k in keys if s.get(k) is not None)
-             for name, s in result["sets"].items() if any(s.get(k) is not None for k in ("has_answer_f1", "aupr"))]
+             for name, s in result["sets"].items()
+             if any(s.get(k) is not None for k in ("has_answer_f1", "aupr", "always_answering_f1"))]
     m = result["model"]
     return "\n".join([
         "# longread QA evaluation", "",
@@ -469,7 +475,10 @@ def render_markdown(result: dict) -> str:
         "abstains, an answerable one 0; 95% CI: bootstrap over questions. ECE: expected calibration error (10 "
         "bins) of the reported confidence (Answer.score, or P(no answer) for a verdict) against F1 >= 0.5. "
         "'first' = first question on a document "
-        "(tokenize + encode + read); 'further' = later questions on the same (cached) document.",
+        "(tokenize + encode + read); 'further' = later questions on the same (cached) document. "
+        "always_answering_f1: the answerable questions scored on the reader's best guess, as with "
+        "allow_no_answer=False (SQuAD v1.1's protocol); no_answer_auc: ROC AUC of log P(no answer) - "
+        "log P(best span) for telling unanswerable questions from answerable ones (0.5 = chance).",
         "Haystack: XQuAD-en paragraph at a random depth among other Wikipedia lead sections; "
         "'right paragraph' = predicted span inside the inserted paragraph.",
     ])

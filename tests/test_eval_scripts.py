@@ -385,3 +385,15 @@ def test_compare_qa_pairs_questions_by_document_and_id():
     lo, hi = rows["s"]["delta_95ci"]
     assert 0.0 <= lo <= rows["s"]["delta"] <= hi <= 50.0 + 1e-9
     assert "auc_a" not in rows["s"]                                         # every question answerable
+
+
+def test_always_answering_f1_scores_the_best_guess_of_abstentions():
+    ev = _load_script("evaluate_qa")
+    base = {"no_answer_score": 0.1, "candidates": [], "seconds": 0.1, "first_on_document": True, "doc_tokens": 5,
+            "document": "d", "score": 0.5}
+    recs = [{**base, "prediction": "", "best_guess": "Varna", "answers": ["Varna"], "f1": 0.0, "em": 0.0},
+            {**base, "prediction": "Sofia", "best_guess": "Sofia", "answers": ["Varna"], "f1": 0.0, "em": 0.0},
+            {**base, "prediction": "", "best_guess": "x", "answers": [], "f1": 1.0, "em": 1.0}]
+    s = ev.summarize(recs)
+    assert abs(s["f1"] - 100 / 3) < 1e-9 and s["always_answering_f1"] == 50.0   # over the two answerable
+    assert "always_answering_f1" not in ev.summarize(recs[1:2])             # nothing abstained
