@@ -41,3 +41,25 @@ def test_split_follows_the_recipe_in_the_config(tmp_path):
     assert training_split(tmp_path) == "campaign"
     (tmp_path / "longread_config.json").write_text(json.dumps({"training": {"args": {}}}))
     assert training_split(tmp_path) == "train"
+
+
+def test_squad2_answerable_adds_the_training_third_answerable_questions_only():
+    from longread.training.corpora import load_corpus, read_squad_json, squad2_parts
+
+    plain = load_corpus(DATA_DIR, sources=("squad2",))
+    both = load_corpus(DATA_DIR, sources=("squad2",), squad2_answerable=True)
+    rows = read_squad_json(DATA_DIR / "squad" / "dev-v2.0.json")
+    parts = squad2_parts(rows)
+    assert all(r.answer_start < 0 for r in plain.train["squad2"])
+    assert {r.id for r in plain.train["squad2"]} < {r.id for r in both.train["squad2"]}
+    answerable = [r for r in both.train["squad2"] if r.answer_start >= 0]
+    assert answerable and {r.article for r in both.train["squad2"]} <= parts["train"]
+    expected = {r.id for r in rows if r.article in parts["train"] and r.answer_start >= 0}
+    assert {r.id for r in answerable} == expected
+    for r in answerable:
+        assert r.context[r.answer_start:r.answer_start + len(r.answer_text)] == r.answer_text
+    # every trained unanswerable paragraph now also carries answerable questions, in most cases
+    unanswerable_paragraphs = {r.context for r in plain.train["squad2"]}
+    with_answers = unanswerable_paragraphs & {r.context for r in answerable}
+    assert len(with_answers) > 0.8 * len(unanswerable_paragraphs)
+    assert {k: [r.id for r in v] for k, v in plain.held.items()} == {k: [r.id for r in v] for k, v in both.held.items()}

@@ -81,6 +81,9 @@ def parse_args(argv=None):
     p.add_argument("--repeat", action="append", default=[], metavar="SOURCE=K",
                    help="draw SOURCE's documents K times per epoch (each time with new windows), e.g. "
                         "squad2=4: its few unanswerable questions weigh more in a short stage")
+    p.add_argument("--squad2-answerable", action="store_true",
+                   help="also train on the answerable questions of SQuAD 2.0's training third, asked of the same "
+                        "paragraphs as its unanswerable ones (otherwise those paragraphs only ever mean 'no answer')")
     p.add_argument("--epoch-fraction", type=float, default=1.0,
                    help="train on this random fraction of each epoch's documents (a shorter stage, e.g. one "
                         "started --init-from a trained reader)")
@@ -331,7 +334,7 @@ def main(argv=None):
     layout = LayoutConfig(chunk_size=256, position_offset=model.config.position_offset,
                           max_position_embeddings=model.config.max_position_embeddings)
     sources = [s for s in args.sources.split(",") if s]
-    corpus = load_corpus(args.data_dir, sources)
+    corpus = load_corpus(args.data_dir, sources, squad2_answerable=args.squad2_answerable)
     builder = GroupBuilder(tokenizer, layout)
     held = held_groups(corpus, builder, sources, args.eval_questions, answer_removed=args.answer_removed > 0,
                        question_perturbed=args.question_perturbed > 0)

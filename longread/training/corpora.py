@@ -15,11 +15,13 @@ cuad            CUAD contracts (windows, with          ``HELD["cuad"]`` contract
                 answers outside the window = none)
 squad2          SQuAD 2.0 dev *unanswerable*           two further thirds of its articles: one to
                 questions of one third of articles     fit the no-answer threshold, one to report
+                (and its answerable ones, optionally)
 ==============  =====================================  ==========================================
 
 SQuAD 2.0 dev's articles are SQuAD v1.1 dev's (and XQuAD's): only the unanswerable questions of
-the training third are trained on, and ``squad2_parts`` names the articles so evaluation can
-report v1.1 dev on the articles training never saw.
+the training third are trained on (with ``squad2_answerable``, its answerable ones as well), and
+``squad2_parts`` names the articles so evaluation can report v1.1 dev on the articles training
+never saw.
 """
 from __future__ import annotations
 
@@ -85,7 +87,11 @@ def squad2_parts(records: Sequence[QARecord], seed: int = SPLIT_SEED) -> Dict[st
             "test": set(articles[2 * third:])}
 
 
-def load_corpus(data_dir, sources: Sequence[str] = ("squad", "qed", "covidqa", "cuad", "squad2")) -> Corpus:
+def load_corpus(data_dir, sources: Sequence[str] = ("squad", "qed", "covidqa", "cuad", "squad2"),
+                squad2_answerable: bool = False) -> Corpus:
+    """The training and held-out rows of ``sources``. ``squad2_answerable`` also trains on the
+    answerable questions of SQuAD 2.0's training third (asked of the same paragraphs as its
+    unanswerable ones), so that a paragraph alone never tells the reader to abstain."""
     data = Path(data_dir)
     train: Dict[str, List[QARecord]] = {}
     held: Dict[str, List[QARecord]] = {}
@@ -95,7 +101,7 @@ def load_corpus(data_dir, sources: Sequence[str] = ("squad", "qed", "covidqa", "
         if name == "squad2":
             rows = read_squad_json(data / "squad" / "dev-v2.0.json")
             parts = squad2_parts(rows)
-            train[name] = [r for r in rows if r.article in parts["train"] and r.answer_start < 0]
+            train[name] = [r for r in rows if r.article in parts["train"] and (squad2_answerable or r.answer_start < 0)]
             held[name] = [r for r in rows if r.article in parts["calibrate"]]
             continue
         rows = read_squad_json(files[name], keep_unanswerable=(name == "cuad"))
